@@ -1,0 +1,36 @@
+"""Command line: `python -m blueprint_schema check FILE [FILE ...]` validates without generating."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import BlueprintError, load_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m blueprint_schema")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="validate blueprint files without generating")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    arguments = parser.parse_args(argv)
+
+    failed = False
+    for file in arguments.files:
+        try:
+            blueprint = load_file(file)
+        except BlueprintError as error:
+            failed = True
+            for diagnostic in error.errors:
+                print(f"{diagnostic}", file=sys.stderr)
+            print(f"{file}: {len(error.errors)} error(s)", file=sys.stderr)
+            continue
+        for warning in blueprint.warnings:
+            print(f"{warning} [warning]", file=sys.stderr)
+        stores, endpoints = blueprint.model["stores"], blueprint.model["endpoints"]
+        print(f"{file}: ok: system {blueprint.name}, {len(stores)} store(s), {len(endpoints)} endpoint(s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

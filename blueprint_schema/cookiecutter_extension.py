@@ -1,0 +1,89 @@
+"""Cookiecutter's way in: Jinja filters used by cookiecutter.json before anything is written.
+
+The blueprint is checked here, while cookiecutter is still collecting its variables, so a bad
+blueprint stops generation with its list of errors before any output directory exists.
+"""
+
+from __future__ import annotations
+
+import keyword
+import os
+import re
+import sys
+from pathlib import Path
+
+from jinja2.ext import Extension
+
+from .diagnostics import BlueprintError
+from .model import Blueprint, load_file, load_mapping
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+def resolve_blueprint_path(path: str) -> Path:
+    """A path as the user gave it (relative to where cookiecutter runs), else the template's own
+    copy (so the bundled example works from a gh: clone)."""
+    given = Path(os.path.expanduser(path))
+    if given.is_absolute() or given.exists():
+        return given.resolve()
+    bundled = TEMPLATE_DIR / given
+    return bundled.resolve() if bundled.is_file() else given.resolve()
+
+
+def load_blueprint(path: str, inline: object) -> Blueprint:
+    """The blueprint from extra_context `_blueprint` when given, else from the file."""
+    if isinstance(inline, dict) and inline:
+        return load_mapping(inline, "_blueprint")
+    return load_file(resolve_blueprint_path(path), display_name=path)
+
+
+def _checked(path: str, inline: object) -> Blueprint:
+    try:
+        blueprint = load_blueprint(path, inline)
+    except BlueprintError as error:
+        for diagnostic in error.errors:
+            print(f"error: {diagnostic}", file=sys.stderr)
+        print(
+            f"error: the blueprint has {len(error.errors)} error(s); nothing was generated",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
+    return blueprint
+
+
+def blueprint_system_name(path: str, inline: object = None) -> str:
+    """Check the blueprint (printing its warnings) and return its system name."""
+    blueprint = _checked(path, inline)
+    for warning in blueprint.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return blueprint.name
+
+
+def blueprint_file(path: str, inline: object, system_name: str) -> str:
+    """The absolute path of the blueprint file ('' when the blueprint came as a mapping).
+
+    Rendered after the system_name answer, so a name the user typed is checked here too,
+    before cookiecutter makes a directory of it.
+    """
+    valid = isinstance(system_name, str) and NAME.fullmatch(system_name)
+    if not valid or keyword.iskeyword(system_name):
+        print(
+            f"error: system_name {system_name!r} must be lower-case letters, digits and _, "
+            "starting with a letter, at most 63 characters; nothing was generated",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    if isinstance(inline, dict) and inline:
+        return ""
+    return str(resolve_blueprint_path(path))
+
+
+class BlueprintExtension(Extension):
+    """Registers the blueprint filters with cookiecutter's Jinja environment."""
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        environment.filters["blueprint_system_name"] = blueprint_system_name
+        environment.filters["blueprint_file"] = blueprint_file
+        environment.globals["template_dir"] = str(TEMPLATE_DIR)

@@ -1,0 +1,322 @@
+"""Load a blueprint, check what the schema cannot, and build the normalised system model.
+
+The model is plain data (it is written to the generated service's config/system_config.yaml):
+
+    system:    {name, description, version}
+    stores:    {name: {description, table, fields | None, pool: {min_size, max_size}}}
+    endpoints: {name: {description, path, store, operations, page_size, max_page_size,
+                       auth, cors_origins}}
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jsonschema
+
+from . import legacy, schema_check
+from .diagnostics import Diagnostic, Positions, Report
+from .field_types import FIELD_OPTIONS, field_json_schema, format_checker
+from .samples import field_samples
+from .yaml_source import read_file
+
+RESERVED_PATHS = ("/health", "/ready", "/metrics", "/openapi.json")
+RESERVED_FIELDS = ("id", "created_at", "updated_at")
+ALL_OPERATIONS = ["list", "get", "create", "update", "delete"]
+DEFAULT_PAGE_SIZE = 50
+DEFAULT_MAX_PAGE_SIZE = 500
+DEFAULT_POOL = {"min_size": 2, "max_size": 10}
+CREDENTIAL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/:@]+:[^\s/@]+@", re.IGNORECASE)
+
+
+@dataclass
+class Blueprint:
+    """A checked blueprint: the model to generate from and the warnings to show."""
+
+    model: dict
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.model["system"]["name"]
+
+
+def load_file(path: str | Path, display_name: str | None = None) -> Blueprint:
+    """Read, check and normalise a blueprint file; raise BlueprintError listing every error."""
+    document, positions = read_file(path, display_name)
+    return load_document(document, positions)
+
+
+def load_mapping(document: object, source: str = "<blueprint mapping>") -> Blueprint:
+    """Check and normalise a blueprint given as data (e.g. cookiecutter extra_context)."""
+    return load_document(document, Positions(source))
+
+
+def load_document(document: object, positions: Positions) -> Blueprint:
+    report = Report(positions)
+    if not isinstance(document, dict):
+        kind = "empty" if document is None else f"a {type(document).__name__}"
+        report.error((), f"a blueprint is a mapping with system and components; this one is {kind}")
+        report.raise_if_errors()
+    if legacy.is_legacy(document):
+        document, _ = legacy.normalise(document, positions, report)
+    schema_check.check(document, report)
+    report.raise_if_errors()
+    model = _build(document, report)
+    report.raise_if_errors()
+    warnings = sorted(report.warnings, key=lambda d: (d.line, d.column, d.path))
+    return Blueprint(model, warnings)
+
+
+def _build(document: dict, report: Report) -> dict:
+    system = document["system"]
+    _check_name(system["name"], ("system", "name"), report)
+    model = {
+        "system": {
+            "name": system["name"],
+            "description": system.get("description", ""),
+            "version": system.get("version", "0.1.0"),
+        },
+        "stores": {},
+        "endpoints": {},
+    }
+    _check_free_text(document, (), report)
+    components = document["components"]
+    kinds: dict[str, str] = {}
+    for index, component in enumerate(components):
+        name = component["name"]
+        where = ("components", index)
+        if name in kinds:
+            report.error(where + ("name",), f"duplicate component name {name!r}")
+            continue
+        _check_name(name, where + ("name",), report)
+        kinds[name] = component["type"]
+        config = component.get("config", {})
+        if component["type"] == "store":
+            model["stores"][name] = _store(name, component, config, where, report)
+        else:
+            model["endpoints"][name] = _endpoint(name, component, config)
+
+    bound = _bindings(document.get("bindings", []), kinds, report)
+    stores = sorted(model["stores"])
+    paths: dict[str, str] = {}
+    for index, component in enumerate(components):
+        name = component["name"]
+        endpoint = model["endpoints"].get(name)
+        if endpoint is None or kinds.get(name) != "api_endpoint":
+            continue
+        where = ("components", index, "config")
+        _resolve_store(name, endpoint, bound.get(name), stores, kinds, where, report)
+        _check_path(name, endpoint, paths, where, report)
+        if endpoint["page_size"] > endpoint["max_page_size"]:
+            report.error(
+                where + ("page_size",),
+                f"page_size {endpoint['page_size']} is above max_page_size "
+                f"{endpoint['max_page_size']}",
+            )
+    _check_collisions(model, components, report)
+    return model
+
+
+def _check_name(name: str, path: tuple, report: Report) -> None:
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        report.error(path, f"{name!r} is a Python keyword; choose another name")
+
+
+def _check_free_text(value: object, path: tuple, report: Report) -> None:
+    """Credentials never belong in a blueprint: they would be copied into generated files."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_free_text(item, path + (key,), report)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_free_text(item, path + (index,), report)
+    elif isinstance(value, str) and CREDENTIAL_IN_TEXT.search(value):
+        report.error(
+            path,
+            "holds a credential (user:password@ in a URL); credentials are never copied into "
+            "generated files: remove it and set DATABASE_URL or API_KEYS at run time",
+        )
+
+
+def _store(name: str, component: dict, config: dict, where: tuple, report: Report) -> dict:
+    fields = config.get("fields")
+    pool = {**DEFAULT_POOL, **config.get("pool", {})}
+    if pool["min_size"] > pool["max_size"]:
+        report.error(
+            where + ("config", "pool", "min_size"),
+            f"min_size {pool['min_size']} is above max_size {pool['max_size']}",
+        )
+    if fields is not None:
+        for field_name, spec in fields.items():
+            _check_field(field_name, spec, where + ("config", "fields", field_name), report)
+    return {
+        "description": component.get("description", ""),
+        "table": config.get("table", name),
+        "fields": fields,
+        "pool": pool,
+    }
+
+
+def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
+    kind = spec["type"]
+    if name in RESERVED_FIELDS:
+        report.error(
+            path, f"field name {name!r} is reserved: every record has id, created_at, updated_at"
+        )
+    allowed = FIELD_OPTIONS[kind]
+    for option in spec:
+        if option not in allowed:
+            report.error(
+                path + (option,),
+                f"option {option!r} does not apply to a {kind} field; "
+                f"it takes: {', '.join(sorted(allowed))}",
+                key=True,
+            )
+    for low, high in (("min_length", "max_length"), ("minimum", "maximum")):
+        if low in spec and high in spec and spec[low] > spec[high]:
+            report.error(path + (low,), f"{low} {spec[low]} is above {high} {spec[high]}")
+    if "pattern" in spec:
+        try:
+            re.compile(spec["pattern"])
+        except re.error as exc:
+            report.error(path + ("pattern",), f"not a valid regular expression: {exc}")
+            return
+    own_schema = field_json_schema(spec)
+    checker = jsonschema.Draft202012Validator(own_schema, format_checker=format_checker())
+    for option in ("default", "example"):
+        if option in spec:
+            problems = [error.message for error in checker.iter_errors(spec[option])]
+            if problems:
+                report.error(
+                    path + (option,), f"{schema_check.short(spec[option])} fails: {problems[0]}"
+                )
+    bare = jsonschema.Draft202012Validator(
+        {key: item for key, item in own_schema.items() if key != "enum"}
+    )
+    enum_ok = True
+    for index, value in enumerate(spec.get("enum", [])):
+        problems = [error.message for error in bare.iter_errors(value)]
+        if problems:
+            enum_ok = False
+            report.error(path + ("enum", index), f"{schema_check.short(value)} fails: {problems[0]}")
+    if enum_ok and "example" not in spec and not field_samples(name, spec):
+        report.error(
+            path,
+            "no value satisfying this field's constraints could be derived for the generated "
+            "tests; add `example:` with a valid value",
+        )
+
+
+def _endpoint(name: str, component: dict, config: dict) -> dict:
+    return {
+        "description": component.get("description", ""),
+        "path": config.get("path", f"/{name}"),
+        "store": config.get("store"),
+        "operations": [op for op in ALL_OPERATIONS if op in config.get("operations", ALL_OPERATIONS)],
+        "page_size": config.get("page_size", DEFAULT_PAGE_SIZE),
+        "max_page_size": config.get("max_page_size", max(DEFAULT_MAX_PAGE_SIZE, config.get("page_size", 0))),
+        "auth": config.get("auth", "none"),
+        "cors_origins": config.get("cors_origins", []),
+    }
+
+
+def _bindings(bindings: list, kinds: dict[str, str], report: Report) -> dict[str, tuple[str, tuple]]:
+    """Map each endpoint to the store a binding connects it to."""
+    bound: dict[str, tuple[str, tuple]] = {}
+    names = sorted(kinds)
+    for index, binding in enumerate(bindings):
+        ends = {}
+        for side in ("from", "to"):
+            target = binding[side].split(".")[0]
+            ends[side] = target
+            if target not in kinds:
+                report.error(
+                    ("bindings", index, side),
+                    f"no component named {target!r}{schema_check.suggestion(target, names)}",
+                )
+        if any(target not in kinds for target in ends.values()):
+            continue
+        pair = {kinds[ends["from"]]: ends["from"], kinds[ends["to"]]: ends["to"]}
+        if set(pair) != {"store", "api_endpoint"}:
+            report.error(
+                ("bindings", index),
+                f"binds {ends['from']!r} ({kinds[ends['from']]}) to {ends['to']!r} "
+                f"({kinds[ends['to']]}); a binding connects an api_endpoint to a store",
+            )
+            continue
+        endpoint, store = pair["api_endpoint"], pair["store"]
+        if endpoint in bound and bound[endpoint][0] != store:
+            report.error(
+                ("bindings", index),
+                f"{endpoint!r} is already bound to {bound[endpoint][0]!r}; "
+                "an endpoint serves one store",
+            )
+            continue
+        bound[endpoint] = (store, ("bindings", index))
+    return bound
+
+
+def _resolve_store(
+    name: str,
+    endpoint: dict,
+    binding: tuple[str, tuple] | None,
+    stores: list[str],
+    kinds: dict[str, str],
+    where: tuple,
+    report: Report,
+) -> None:
+    named = endpoint["store"]
+    if named is not None:
+        if kinds.get(named) != "store":
+            what = "is an api_endpoint, not a store" if named in kinds else "is not a store"
+            hint = schema_check.suggestion(named, stores)
+            report.error(where + ("store",), f"{named!r} {what}{hint}")
+        elif binding is not None and binding[0] != named:
+            report.error(
+                binding[1],
+                f"binds {name!r} to {binding[0]!r} but its config names store {named!r}",
+            )
+        return
+    if binding is not None:
+        endpoint["store"] = binding[0]
+        return
+    report.error(
+        where[:2] + ("name",),
+        f"api_endpoint {name!r} serves no store: give config.store or a binding "
+        f"(stores: {', '.join(stores) or 'none'})",
+    )
+
+
+def _check_path(name: str, endpoint: dict, paths: dict[str, str], where: tuple, report: Report) -> None:
+    path = endpoint["path"]
+    if path in RESERVED_PATHS or any(path.startswith(reserved + "/") for reserved in RESERVED_PATHS):
+        report.error(where + ("path",), f"path {path} is served by the service itself")
+    elif path in paths:
+        report.error(where + ("path",), f"path {path} is already served by endpoint {paths[path]!r}")
+    else:
+        paths[path] = name
+
+
+def _check_collisions(model: dict, components: list, report: Report) -> None:
+    """Names whose generated modules or tables would clash."""
+    tables: dict[str, str] = {}
+    index_of = {component["name"]: index for index, component in enumerate(components)}
+    for name, store in model["stores"].items():
+        table = store["table"]
+        if table in tables:
+            report.error(
+                ("components", index_of[name], "config", "table"),
+                f"table {table!r} is already used by store {tables[table]!r}",
+            )
+        tables[table] = name
+    for name in list(model["stores"]) + list(model["endpoints"]):
+        if name.endswith("_sync") and name[: -len("_sync")] in model["stores"]:
+            report.error(
+                ("components", index_of[name], "name"),
+                f"{name!r} would collide with the generated module {name}.py "
+                f"(the sync wrapper of store {name[: -len('_sync')]!r}); choose another name",
+            )

@@ -1,0 +1,1 @@
+"""Custom logic, one module per component. Regeneration never overwrites these modules."""

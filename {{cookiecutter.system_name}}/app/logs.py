@@ -1,0 +1,82 @@
+"""JSON log lines on stdout: the application's records and Gunicorn's access and error logs.
+
+Each access line carries the request id (X-Request-ID, kept or generated), method, path,
+status and duration; the application's lines carry the request id of the request they
+belong to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC
+from datetime import datetime
+
+from flask import g
+from flask import has_request_context
+from gunicorn.glogging import Logger as GunicornLogger
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; extra= fields are kept, tracebacks go in "exception"."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if has_request_context() and g.get("request_id"):
+            line["request_id"] = g.request_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send the application's log records to stdout as JSON (once per process)."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not any(getattr(handler, "json_stdout", False) for handler in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        handler.json_stdout = True
+        root.addHandler(handler)
+
+
+class JsonGunicornLogger(GunicornLogger):
+    """Gunicorn's logger with JSON output; set as logger_class in gunicorn.conf.py."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if not self.access_log_enabled:
+            return
+        status = resp.status
+        if isinstance(status, str):
+            status = status.split(None, 1)[0]
+        request_id = next(
+            (value for name, value in resp.headers if name.lower() == "x-request-id"), None
+        )
+        line = {
+            "time": datetime.now(UTC).isoformat(),
+            "level": "INFO",
+            "logger": "access",
+            "request_id": request_id,
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "status": int(status),
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "remote_addr": environ.get("REMOTE_ADDR"),
+        }
+        self.access_log.info(json.dumps(line))

@@ -1,0 +1,156 @@
+"""CRUD routes of an API endpoint over its store, as a Flask Blueprint.
+
+GET    <path>          list: ?limit=&after=<id>&<field>=<value> (keyset pagination)
+POST   <path>          create: 201 with Location
+GET    <path>/<id>     get
+PUT    <path>/<id>     replace (required fields needed)
+PATCH  <path>/<id>     merge (no field required)
+DELETE <path>/<id>     delete: 204
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import date
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint
+from flask import Response
+from flask import request
+from flask.blueprints import BlueprintSetupState
+from flask_cors import CORS
+
+from .problems import Problem
+from .security import require_api_key
+from .settings import EndpointSettings
+from .storage import SyncStore
+from .validation import BodyValidator
+from .validation import json_body
+from .validation import store_schemas
+
+ID_RULE = "<int(min=1, max=9223372036854775807):record_id>"
+LIST_PARAMETERS = ("limit", "after")
+
+
+def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(data), status=status, mimetype="application/json", headers=headers)
+
+
+def _not_found(record_id: int) -> Problem:
+    return Problem(404, "Not Found", f"no record with id {record_id}")
+
+
+def _parse_int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        detail = f"query parameter {name} must be a whole number from {low} to {high}"
+        raise Problem(400, "Bad Request", detail, [{"parameter": name, "detail": detail}])
+    return value
+
+
+def _parse_filter(name: str, kind: str, raw: str) -> Any:
+    """A query-string filter value as the field's type; a 400 problem when it is not one."""
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return float(raw)
+        if kind == "boolean":
+            return {"true": True, "false": False}[raw]
+        if kind == "date":
+            return date.fromisoformat(raw).isoformat()
+        if kind == "datetime":
+            return datetime.fromisoformat(raw).isoformat()
+        return raw
+    except (ValueError, KeyError):
+        detail = f"query parameter {name} must be a {kind}"
+        raise Problem(400, "Bad Request", detail, [{"parameter": name, "detail": detail}]) from None
+
+
+def resource_blueprint(name: str, store: SyncStore) -> Blueprint:
+    """The Blueprint of endpoint `name`; routes follow its settings once the app registers it."""
+    blueprint = Blueprint(name, __name__)
+    blueprint.record(lambda state: _add_routes(state, name, store))
+    return blueprint
+
+
+def _add_routes(state: BlueprintSetupState, name: str, store: SyncStore) -> None:
+    """Add the routes the endpoint's settings ask for, when the Blueprint is registered."""
+    settings: EndpointSettings = state.app.config["SETTINGS"].endpoints[name]
+    schemas = store_schemas()[settings.store]
+    create_body = BodyValidator(schemas["input"])
+    patch_body = BodyValidator(schemas["patch"])
+    path = settings.path
+    filterable = store.filterable
+
+    def add(rule: str, operation: str, method: str, view: Callable) -> None:
+        if settings.auth == "api_key":
+            view = require_api_key(view)
+        state.add_url_rule(rule, endpoint=operation, view_func=view, methods=[method])
+
+    def list_records() -> Response:
+        args = request.args
+        unknown = [key for key in args if key not in LIST_PARAMETERS and key not in filterable]
+        if unknown:
+            known = ", ".join([*LIST_PARAMETERS, *filterable])
+            detail = f"unknown query parameter {unknown[0]!r}; known: {known}"
+            raise Problem(400, "Bad Request", detail, [{"parameter": unknown[0], "detail": detail}])
+        limit = settings.page_size
+        if "limit" in args:
+            limit = _parse_int("limit", args["limit"], 1, settings.max_page_size)
+        after = _parse_int("after", args["after"], 0, 2**63 - 1) if "after" in args else 0
+        filters = {
+            key: _parse_filter(key, filterable[key], args[key]) for key in args if key in filterable
+        }
+        items, next_after = store.list(limit=limit, after=after, filters=filters)
+        return _json({"items": items, "next_after": next_after})
+
+    def create_record() -> Response:
+        record = store.create(create_body.check(json_body(request)))
+        return _json(record, 201, {"Location": f"{path}/{record['id']}"})
+
+    def get_record(record_id: int) -> Response:
+        record = store.get(record_id)
+        if record is None:
+            raise _not_found(record_id)
+        return _json(record)
+
+    def replace_record(record_id: int) -> Response:
+        record = store.replace(record_id, create_body.check(json_body(request)))
+        if record is None:
+            raise _not_found(record_id)
+        return _json(record)
+
+    def update_record(record_id: int) -> Response:
+        record = store.update(record_id, patch_body.check(json_body(request)))
+        if record is None:
+            raise _not_found(record_id)
+        return _json(record)
+
+    def delete_record(record_id: int) -> Response:
+        if not store.delete(record_id):
+            raise _not_found(record_id)
+        return Response(status=204)
+
+    item = f"{path}/{ID_RULE}"
+    operations = settings.operations
+    if "list" in operations:
+        add(path, "list", "GET", list_records)
+    if "create" in operations:
+        add(path, "create", "POST", create_record)
+    if "get" in operations:
+        add(item, "get", "GET", get_record)
+    if "update" in operations:
+        add(item, "replace", "PUT", replace_record)
+        add(item, "update", "PATCH", update_record)
+    if "delete" in operations:
+        add(item, "delete", "DELETE", delete_record)
+    if settings.cors_origins:
+        pattern = rf"^{re.escape(path)}(/.*)?$"
+        CORS(state.app, resources={pattern: {"origins": list(settings.cors_origins)}})

@@ -1,0 +1,185 @@
+"""Run-time settings: config/system_config.yaml, with every value overridable from the environment.
+
+Invalid settings stop start-up with one line naming the variable and the value
+(ConfigError), rather than failing on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = PROJECT_DIR / "config" / "system_config.yaml"
+DEFAULT_THREADS = 4
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(Exception):
+    """Configuration that the service cannot start with; the message is one line."""
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    name: str
+    table: str
+    fields: dict | None
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    name: str
+    path: str
+    store: str
+    operations: tuple[str, ...]
+    page_size: int
+    max_page_size: int
+    auth: str
+    cors_origins: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Settings:
+    system_name: str
+    description: str
+    version: str
+    database_url: str | None
+    data_dir: Path
+    pool_min_size: int
+    pool_max_size: int
+    statement_timeout_ms: int
+    max_content_length: int
+    proxy_count: int
+    log_level: str
+    api_keys: tuple[str, ...]
+    stores: dict[str, StoreSettings]
+    endpoints: dict[str, EndpointSettings]
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / f"{self.system_name}.sqlite3"
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        value = default
+    else:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def threads(environ: Mapping[str, str] = os.environ) -> int:
+    """Threads per Gunicorn worker; database pools are sized to at least this."""
+    return _integer(environ, "GUNICORN_THREADS", DEFAULT_THREADS, 1, 256)
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"CONFIG_FILE={str(path)!r} cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"CONFIG_FILE={str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not {"system", "stores", "endpoints"} <= set(data):
+        raise ConfigError(f"CONFIG_FILE={str(path)!r} lacks system, stores or endpoints")
+    return data
+
+
+def _database_url(environ: Mapping[str, str]) -> str | None:
+    url = environ.get("DATABASE_URL") or None
+    if url and not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        scheme = url.split(":", 1)[0]
+        raise ConfigError(
+            f"DATABASE_URL has scheme {scheme!r}; use postgresql://... or sqlite:///path"
+        )
+    return url
+
+
+def env_name(component: str, setting: str) -> str:
+    """The environment variable overriding a component's setting, e.g. ORDERS_API_PAGE_SIZE."""
+    return f"{component.upper()}_{setting.upper()}"
+
+
+def _endpoint(name: str, data: dict, environ: Mapping[str, str]) -> EndpointSettings:
+    max_page_size = _integer(
+        environ, env_name(name, "max_page_size"), data["max_page_size"], 1, 10_000
+    )
+    page_size = _integer(environ, env_name(name, "page_size"), data["page_size"], 1, max_page_size)
+    origins_variable = env_name(name, "cors_origins")
+    if origins_variable in environ:
+        origins = tuple(
+            item.strip() for item in environ[origins_variable].split(",") if item.strip()
+        )
+    else:
+        origins = tuple(data.get("cors_origins", ()))
+    return EndpointSettings(
+        name=name,
+        path=data["path"],
+        store=data["store"],
+        operations=tuple(data["operations"]),
+        page_size=page_size,
+        max_page_size=max_page_size,
+        auth=data["auth"],
+        cors_origins=origins,
+    )
+
+
+def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
+    """Read the configuration file and apply the environment; raise ConfigError when invalid."""
+    config_file = Path(environ.get("CONFIG_FILE") or DEFAULT_CONFIG_FILE)
+    data = _read_config(config_file)
+    service = data.get("service", {})
+    database = data.get("database", {})
+    worker_threads = threads(environ)
+    pool_min = _integer(environ, "DB_POOL_MIN_SIZE", database.get("pool_min_size", 2), 1, 1000)
+    pool_max = _integer(environ, "DB_POOL_MAX_SIZE", database.get("pool_max_size", 10), 1, 1000)
+    if pool_min > pool_max:
+        raise ConfigError(f"DB_POOL_MIN_SIZE={pool_min} is above DB_POOL_MAX_SIZE={pool_max}")
+    log_level = (environ.get("LOG_LEVEL") or service.get("log_level", "INFO")).upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    keys = tuple(key.strip() for key in environ.get("API_KEYS", "").split(",") if key.strip())
+    return Settings(
+        system_name=data["system"]["name"],
+        description=data["system"].get("description", ""),
+        version=data["system"].get("version", "0.1.0"),
+        database_url=_database_url(environ),
+        data_dir=Path(environ.get("DATA_DIR") or PROJECT_DIR / "data"),
+        # A pool smaller than the thread count would reconnect on most requests.
+        pool_min_size=max(pool_min, worker_threads),
+        pool_max_size=max(pool_max, worker_threads),
+        statement_timeout_ms=_integer(
+            environ,
+            "DB_STATEMENT_TIMEOUT_MS",
+            database.get("statement_timeout_ms", 5000),
+            1,
+            3_600_000,
+        ),
+        max_content_length=_integer(
+            environ,
+            "MAX_CONTENT_LENGTH",
+            service.get("max_content_length", 1024 * 1024),
+            1024,
+            1024**3,
+        ),
+        proxy_count=_integer(environ, "PROXY_COUNT", service.get("proxy_count", 0), 0, 10),
+        log_level=log_level,
+        api_keys=keys,
+        stores={
+            name: StoreSettings(name, store["table"], store["fields"])
+            for name, store in data["stores"].items()
+        },
+        endpoints={
+            name: _endpoint(name, endpoint, environ) for name, endpoint in data["endpoints"].items()
+        },
+    )

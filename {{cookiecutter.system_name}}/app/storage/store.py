@@ -1,0 +1,170 @@
+"""The synchronous store: CRUD over one table, what Flask handlers call directly.
+
+All work is synchronous (both drivers are), so there is no event loop on this path; the
+asynchronous API in aio.py is a thin facade over this class.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from ..settings import StoreSettings
+from .database import Database
+from .sql import DOCUMENT_COLUMN
+from .sql import Table
+from .sql import utc_now
+
+FILTERABLE_TYPES = ("string", "integer", "number", "boolean", "date", "datetime", "uuid")
+
+
+class StoreNotBound(RuntimeError):
+    """The store was used before the application factory connected it to a database."""
+
+
+def _unchanged(record: dict) -> dict:
+    return record
+
+
+class SyncStore:
+    """One store's records: create, read, list, replace, update and delete."""
+
+    def __init__(self, name: str, hooks: ModuleType | None = None) -> None:
+        self.name = name
+        self._before_write = getattr(hooks, "before_write", _unchanged)
+        self._database: Database | None = None
+        self._table: Table | None = None
+        self.defaults: dict[str, Any] = {}
+        self.field_types: dict[str, str] = {}
+
+    def bind(self, database: Database, settings: StoreSettings) -> None:
+        """Connect the store to the database of the application being created."""
+        table = Table(settings.table, settings.fields, database.dialect)
+        database.register(table)
+        self._database, self._table = database, table
+        fields = settings.fields or {}
+        self.defaults = {
+            name: spec["default"] for name, spec in fields.items() if "default" in spec
+        }
+        self.field_types = {name: spec["type"] for name, spec in fields.items()}
+
+    @property
+    def filterable(self) -> dict[str, str]:
+        """Fields that list() can filter on by equality, with their types."""
+        return {name: kind for name, kind in self.field_types.items() if kind in FILTERABLE_TYPES}
+
+    def _bound(self) -> tuple[Database, Table]:
+        if self._database is None or self._table is None:
+            raise StoreNotBound(f"store {self.name!r} is used before create_app() bound it")
+        return self._database, self._table
+
+    def _row_values(self, table: Table, record: dict) -> list:
+        if table.schemaless:
+            return table.params({DOCUMENT_COLUMN: record}, table.columns)
+        return table.params(record, table.columns)
+
+    def _timestamp(self, table: Table) -> Any:
+        return table.dialect.writer("datetime")(utc_now())
+
+    def get(self, record_id: int) -> dict | None:
+        database, table = self._bound()
+
+        def work(cursor) -> dict | None:
+            cursor.execute(table.get_sql, (record_id,))
+            row = cursor.fetchone()
+            return None if row is None else table.to_record(row)
+
+        return database.run(work)
+
+    def list(
+        self, *, limit: int, after: int = 0, filters: dict[str, Any] | None = None
+    ) -> tuple[list[dict], int | None]:
+        """Up to limit records with id > after, in id order, and the cursor of the next page."""
+        database, table = self._bound()
+        filters = filters or {}
+        columns = list(filters)
+        sql = table.list_sql(columns)
+        params = [after, *table.params(filters, columns), limit + 1]
+
+        def work(cursor) -> list[dict]:
+            cursor.execute(sql, params)
+            return [table.to_record(row) for row in cursor.fetchall()]
+
+        records = database.run(work)
+        if len(records) > limit:
+            return records[:limit], records[limit - 1]["id"]
+        return records, None
+
+    def create(self, record: dict) -> dict:
+        database, table = self._bound()
+        record = self._before_write({**self.defaults, **record})
+        now = self._timestamp(table)
+        params = [*self._row_values(table, record), now, now]
+
+        def work(cursor) -> dict:
+            cursor.execute(table.insert_sql, params)
+            return table.to_record(cursor.fetchone())
+
+        return database.run(work, write=True)
+
+    def replace(self, record_id: int, record: dict) -> dict | None:
+        """PUT: the record becomes exactly what is given (defaults for what is left out)."""
+        _, table = self._bound()
+        if table.schemaless:
+            full = record
+        else:
+            full = {name: None for name in table.columns} | self.defaults | record
+        return self._write(record_id, self._before_write(full), merge=False)
+
+    def update(self, record_id: int, changes: dict) -> dict | None:
+        """PATCH: only the given fields change."""
+        return self._write(record_id, self._before_write(changes), merge=True)
+
+    def _write(self, record_id: int, values: dict, *, merge: bool) -> dict | None:
+        database, table = self._bound()
+        now = self._timestamp(table)
+
+        if table.schemaless:
+            sql = table.update_sql([DOCUMENT_COLUMN])
+
+            def work(cursor) -> dict | None:
+                document = values
+                if merge:
+                    cursor.execute(table.lock_sql, (record_id,))
+                    row = cursor.fetchone()
+                    if row is None:
+                        return None
+                    current = table.to_record(row)
+                    for column in ("id", "created_at", "updated_at"):
+                        current.pop(column)
+                    document = {**current, **values}
+                params = [*self._row_values(table, document), now, record_id]
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+                return None if row is None else table.to_record(row)
+
+        else:
+            columns = [name for name in table.columns if name in values]
+            sql = table.update_sql(columns)
+            params = [*table.params(values, columns), now, record_id]
+
+            def work(cursor) -> dict | None:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+                return None if row is None else table.to_record(row)
+
+        return database.run(work, write=True)
+
+    def delete(self, record_id: int) -> bool:
+        database, table = self._bound()
+
+        def work(cursor) -> bool:
+            cursor.execute(table.delete_sql, (record_id,))
+            return cursor.rowcount > 0
+
+        return database.run(work, write=True)
+
+    def ping(self) -> None:
+        """Raise a StorageError unless the database answers and the table exists."""
+        database, table = self._bound()
+        database.run(lambda cursor: cursor.execute(table.ping_sql))

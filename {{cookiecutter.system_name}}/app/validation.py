@@ -1,0 +1,151 @@
+"""Request bodies: strict JSON parsing and validation against the store's JSON Schemas.
+
+The schemas (app/schemas.json) are the ones published in /openapi.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from datetime import date
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+from flask import Request
+
+from .problems import Problem
+
+SCHEMAS_FILE = Path(__file__).with_name("schemas.json")
+MAX_ERRORS = 50
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+@cache
+def store_schemas() -> dict:
+    """{store: {"record": ..., "input": ..., "patch": ...}} as generated from the blueprint."""
+    return json.loads(SCHEMAS_FILE.read_text(encoding="utf-8"))
+
+
+def _parses(parse, value: str) -> bool:
+    try:
+        parse(value)
+    except ValueError:
+        return False
+    return True
+
+
+def format_checker() -> jsonschema.FormatChecker:
+    """date (YYYY-MM-DD), date-time (RFC 3339 with an offset) and uuid, checked strictly."""
+    checker = jsonschema.FormatChecker(formats=())
+
+    @checker.checks("date")
+    def is_date(value: object) -> bool:
+        return not isinstance(value, str) or (
+            bool(_DATE.match(value)) and _parses(date.fromisoformat, value)
+        )
+
+    @checker.checks("date-time")
+    def is_datetime(value: object) -> bool:
+        return not isinstance(value, str) or (
+            bool(_DATETIME.match(value)) and _parses(datetime.fromisoformat, value)
+        )
+
+    @checker.checks("uuid")
+    def is_uuid(value: object) -> bool:
+        return not isinstance(value, str) or (len(value) == 36 and _parses(uuid.UUID, value))
+
+    return checker
+
+
+class BodyValidator:
+    """Validates one kind of request body (input or patch) of one store."""
+
+    def __init__(self, schema: dict) -> None:
+        jsonschema.Draft202012Validator.check_schema(schema)
+        self._validator = jsonschema.Draft202012Validator(schema, format_checker=format_checker())
+
+    def errors(self, body: object) -> list[dict]:
+        found = []
+        for error in self._validator.iter_errors(body):
+            pointer = "".join(f"/{_escape(part)}" for part in error.absolute_path)
+            if error.validator == "additionalProperties":
+                known = error.schema.get("properties", {})
+                for name in sorted(set(body) - set(known)):
+                    found.append(
+                        {"pointer": f"{pointer}/{_escape(name)}", "detail": "unknown field"}
+                    )
+            elif error.validator == "required":
+                for name in error.validator_value:
+                    if name not in error.instance:
+                        found.append(
+                            {"pointer": f"{pointer}/{_escape(name)}", "detail": "required"}
+                        )
+            else:
+                found.append({"pointer": pointer, "detail": _short(error.message)})
+            if len(found) >= MAX_ERRORS:
+                break
+        return found
+
+    def check(self, body: object) -> dict:
+        if not isinstance(body, dict):
+            raise Problem(
+                422,
+                "Unprocessable Content",
+                "the body must be a JSON object",
+                [{"pointer": "", "detail": "not an object"}],
+            )
+        errors = self.errors(body)
+        if errors:
+            raise Problem(422, "Unprocessable Content", "the body has invalid fields", errors)
+        return body
+
+
+def _escape(part: object) -> str:
+    return str(part).replace("~", "~0").replace("/", "~1")
+
+
+def _short(message: str, limit: int = 200) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_body(request: Request) -> object:
+    """The request's JSON document, or a 400/415 problem saying what is wrong with it."""
+    if not request.is_json:
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            "send the body as application/json",
+            headers={"Accept": "application/json"},
+        )
+    raw = request.get_data(cache=False)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Problem(400, "Bad Request", f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text, parse_float=_finite, parse_constant=_no_constants)
+    except RecursionError:
+        raise Problem(400, "Bad Request", "the JSON body is nested too deeply") from None
+    except ValueError as exc:
+        raise Problem(
+            400, "Bad Request", f"the body is not valid JSON: {_short(str(exc))}"
+        ) from None

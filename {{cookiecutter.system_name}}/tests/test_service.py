@@ -1,0 +1,99 @@
+"""Service routes: health, readiness, metrics, OpenAPI, security headers and error shapes."""
+
+from __future__ import annotations
+
+import re
+
+from openapi_spec_validator import validate
+
+from app import create_app
+from helpers import SETTINGS
+from helpers import STORES
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def test_health_answers_without_the_database(environ):
+    broken = create_app(environ={**environ, "DATABASE_URL": "postgresql://127.0.0.1:1/none"})
+    response = broken.test_client().get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_ready_checks_every_store(client):
+    response = client.get("/ready")
+    assert response.status_code == 200
+    assert response.get_json()["checks"] == {name: "ok" for name in STORES}
+
+
+def test_ready_names_the_stores_that_fail(environ):
+    broken = create_app(environ={**environ, "DATABASE_URL": "postgresql://127.0.0.1:1/none"})
+    client = broken.test_client()
+    response = client.get("/ready")
+    assert response.status_code == 503
+    assert response.get_json()["failed"] == STORES
+    endpoint = next(iter(SETTINGS.endpoints.values()))
+    response = client.get(endpoint.path if "list" in endpoint.operations else f"{endpoint.path}/1")
+    assert response.status_code in (401, 503)
+    assert response.mimetype == PROBLEM_JSON
+
+
+def test_metrics_count_requests(client):
+    for _ in range(3):
+        client.get("/health")
+    text = client.get("/metrics").get_data(as_text=True)
+    pattern = r'flask_http_request_total\{[^}]*method="GET"[^}]*status="200"[^}]*\} (\S+)'
+    counted = sum(float(value) for value in re.findall(pattern, text))
+    assert counted >= 3
+
+
+def _openapi_path(rule: str) -> str:
+    return re.sub(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>", lambda m: "{id}", rule)
+
+
+def test_openapi_is_valid_and_matches_the_routes(client, app):
+    document = client.get("/openapi.json").get_json()
+    validate(document)
+    documented = {
+        (path, method.upper())
+        for path, item in document["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
+    }
+    served = {
+        (_openapi_path(rule.rule), method)
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert documented == served
+
+
+def test_responses_carry_security_headers_and_request_id(client):
+    response = client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    generated = client.get("/health", headers={"X-Request-ID": "bad id <script>"}).headers[
+        "X-Request-ID"
+    ]
+    assert re.fullmatch(r"[0-9a-f]{32}", generated)
+
+
+def test_unknown_route_and_method_are_problems(client):
+    response = client.get("/no/such/route")
+    assert response.status_code == 404 and response.mimetype == PROBLEM_JSON
+    response = client.delete("/health")
+    assert response.status_code == 405 and response.mimetype == PROBLEM_JSON
+    assert "GET" in response.headers["Allow"]
+
+
+def test_unexpected_errors_hide_the_traceback(app):
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret detail")
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.mimetype == PROBLEM_JSON
+    assert "secret detail" not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)

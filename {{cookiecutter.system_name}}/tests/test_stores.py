@@ -1,0 +1,51 @@
+"""Each store's synchronous and asynchronous APIs, against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+
+import pytest
+
+from helpers import SAMPLES
+from helpers import STORES
+from helpers import same_values
+
+
+def _stores(name: str):
+    sync = importlib.import_module(f"app.stores.{name}_sync").store
+    asynchronous = importlib.import_module(f"app.stores.{name}").store
+    return sync, asynchronous
+
+
+@pytest.mark.parametrize("name", STORES)
+def test_sync_store_round_trip(app, name):
+    store, _ = _stores(name)
+    first = SAMPLES[name][0]
+    created = store.create(first)
+    assert same_values(first, created)
+    assert store.get(created["id"]) == created
+    items, _ = store.list(limit=10)
+    assert created in items
+    assert store.delete(created["id"]) is True
+    assert store.get(created["id"]) is None
+
+
+@pytest.mark.parametrize("name", STORES)
+def test_async_store_works_inside_a_running_loop(app, name):
+    _, store = _stores(name)
+    samples = SAMPLES[name]
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        created = await asyncio.gather(*(store.create(record) for record in samples))
+        assert asyncio.get_running_loop() is loop
+        fetched = await asyncio.gather(*(store.get(record["id"]) for record in created))
+        assert fetched == created
+        ids = [record["id"] for record in created]
+        assert await store.delete(ids[0]) is True
+        items, _ = await store.list(limit=100)
+        return ids, [item["id"] for item in items]
+
+    ids, listed = asyncio.run(scenario())
+    assert listed == sorted(ids[1:])
