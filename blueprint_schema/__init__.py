@@ -1,8 +1,7 @@
 """Load, check and normalise system blueprints, and write the files they determine.
 
-    from blueprint_schema import load_file, BlueprintError
-    blueprint = load_file("shop.yaml")        # raises BlueprintError listing every error
-    blueprint.model, blueprint.warnings
+load_file("shop.yaml") returns a Blueprint (its normalised .model and its .warnings) or
+raises BlueprintError listing every error found, each as file:line:col: path: message.
 """
 
 from .diagnostics import BlueprintError, Diagnostic

@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         for warning in blueprint.warnings:
             print(f"{warning} [warning]", file=sys.stderr)
         stores, endpoints = blueprint.model["stores"], blueprint.model["endpoints"]
-        print(f"{file}: ok: system {blueprint.name}, {len(stores)} store(s), {len(endpoints)} endpoint(s)")
+        counts = f"{len(stores)} store(s), {len(endpoints)} endpoint(s)"
+        print(f"{file}: ok: system {blueprint.name}, {counts}")
     return 1 if failed else 0
 
 

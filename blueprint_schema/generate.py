@@ -107,6 +107,17 @@ def _dump_json(data: object) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
+def _readme_data(model: dict) -> dict:
+    """What the README shows: names, paths and settings, all checked identifiers or numbers."""
+    config = system_config(model)
+    return {
+        "service": config["service"],
+        "database": config["database"],
+        "endpoints": sorted(config["endpoints"].items()),
+        "stores": sorted(config["stores"].items()),
+    }
+
+
 def project_files(blueprint: Blueprint) -> dict[str, str]:
     """Every blueprint-determined file of the project, by its relative path."""
     model = blueprint.model
@@ -129,6 +140,9 @@ def project_files(blueprint: Blueprint) -> dict[str, str]:
         ),
         "tests/samples.json": _dump_json(
             {name: store_samples(store["fields"])[0] for name, store in model["stores"].items()}
+        ),
+        "README.md": environment.get_template("README.md.j2").render(
+            system=model["system"], **_readme_data(model)
         ),
         "app/stores/__init__.py": render("stores_init.py.j2", stores=stores),
         "app/endpoints/__init__.py": render("endpoints_init.py.j2", endpoints=endpoints),

@@ -159,13 +159,17 @@ def _store_config(config: dict, path: tuple, mapping: dict, report: Report) -> d
                 where = path + (key, inner)
                 if inner == "pool_size":
                     pool["max_size"] = inner_value
-                    mapping[path + ("pool", "max_size")] = (
-                        mapping[path[:2]] + ("configuration", key, inner)
+                    mapping[path + ("pool", "max_size")] = mapping[path[:2]] + (
+                        "configuration",
+                        key,
+                        inner,
                     )
                 elif CREDENTIAL_KEY.search(inner):
                     _drop_credential(where, inner, report)
                 else:
-                    report.warn(where, f"has no effect: {_NO_EFFECT_STORE['storage_type']}", key=True)
+                    report.warn(
+                        where, f"has no effect: {_NO_EFFECT_STORE['storage_type']}", key=True
+                    )
         elif CREDENTIAL_KEY.search(key):
             _drop_credential(path + (key,), key, report)
         else:

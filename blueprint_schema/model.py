@@ -202,7 +202,9 @@ def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
         problems = [error.message for error in bare.iter_errors(value)]
         if problems:
             enum_ok = False
-            report.error(path + ("enum", index), f"{schema_check.short(value)} fails: {problems[0]}")
+            report.error(
+                path + ("enum", index), f"{schema_check.short(value)} fails: {problems[0]}"
+            )
     if enum_ok and "example" not in spec and not field_samples(name, spec):
         report.error(
             path,
@@ -216,15 +218,21 @@ def _endpoint(name: str, component: dict, config: dict) -> dict:
         "description": component.get("description", ""),
         "path": config.get("path", f"/{name}"),
         "store": config.get("store"),
-        "operations": [op for op in ALL_OPERATIONS if op in config.get("operations", ALL_OPERATIONS)],
+        "operations": [
+            op for op in ALL_OPERATIONS if op in config.get("operations", ALL_OPERATIONS)
+        ],
         "page_size": config.get("page_size", DEFAULT_PAGE_SIZE),
-        "max_page_size": config.get("max_page_size", max(DEFAULT_MAX_PAGE_SIZE, config.get("page_size", 0))),
+        "max_page_size": config.get(
+            "max_page_size", max(DEFAULT_MAX_PAGE_SIZE, config.get("page_size", 0))
+        ),
         "auth": config.get("auth", "none"),
         "cors_origins": config.get("cors_origins", []),
     }
 
 
-def _bindings(bindings: list, kinds: dict[str, str], report: Report) -> dict[str, tuple[str, tuple]]:
+def _bindings(
+    bindings: list, kinds: dict[str, str], report: Report
+) -> dict[str, tuple[str, tuple]]:
     """Map each endpoint to the store a binding connects it to."""
     bound: dict[str, tuple[str, tuple]] = {}
     names = sorted(kinds)
@@ -291,12 +299,18 @@ def _resolve_store(
     )
 
 
-def _check_path(name: str, endpoint: dict, paths: dict[str, str], where: tuple, report: Report) -> None:
+def _check_path(
+    name: str, endpoint: dict, paths: dict[str, str], where: tuple, report: Report
+) -> None:
     path = endpoint["path"]
-    if path in RESERVED_PATHS or any(path.startswith(reserved + "/") for reserved in RESERVED_PATHS):
+    if path in RESERVED_PATHS or any(
+        path.startswith(reserved + "/") for reserved in RESERVED_PATHS
+    ):
         report.error(where + ("path",), f"path {path} is served by the service itself")
     elif path in paths:
-        report.error(where + ("path",), f"path {path} is already served by endpoint {paths[path]!r}")
+        report.error(
+            where + ("path",), f"path {path} is already served by endpoint {paths[path]!r}"
+        )
     else:
         paths[path] = name
 

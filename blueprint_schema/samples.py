@@ -15,8 +15,8 @@ import jsonschema
 from .field_types import field_json_schema, format_checker
 
 try:  # Python 3.11+
-    import re._parser as regex_parser  # type: ignore[import-not-found]
     import re._constants as regex_constants  # type: ignore[import-not-found]
+    import re._parser as regex_parser  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - older Pythons
     import sre_constants as regex_constants  # type: ignore[no-redef]
     import sre_parse as regex_parser  # type: ignore[no-redef]
@@ -80,7 +80,9 @@ def _emit(parsed, rng: random.Random) -> str:
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, high, inner = value
             high = low + 3 if high == regex_constants.MAXREPEAT else high
-            out.extend(_emit(inner, rng) for _ in range(rng.randint(low, max(low, min(high, low + 3)))))
+            out.extend(
+                _emit(inner, rng) for _ in range(rng.randint(low, max(low, min(high, low + 3))))
+            )
         elif name == "SUBPATTERN":
             out.append(_emit(value[-1], rng))
         elif name == "BRANCH":
@@ -109,7 +111,9 @@ def _pattern_value(pattern: str, index: int, spec: dict) -> str | None:
 
 
 def _fits(value: object, spec: dict) -> bool:
-    checker = jsonschema.Draft202012Validator(field_json_schema(spec), format_checker=format_checker())
+    checker = jsonschema.Draft202012Validator(
+        field_json_schema(spec), format_checker=format_checker()
+    )
     return checker.is_valid(value)
 
 
@@ -166,10 +170,6 @@ def store_samples(fields: dict | None) -> tuple[list[dict], list[str]]:
     records = []
     for index in range(count):
         records.append(
-            {
-                name: values[index % len(values)]
-                for name, values in per_field.items()
-                if values
-            }
+            {name: values[index % len(values)] for name, values in per_field.items() if values}
         )
     return records, missing

@@ -22,7 +22,9 @@ def large_blueprint(components: int, name: str = "large_system") -> dict:
     result = []
     for index in range(stores):
         store = f"store_{index}" if index else "s" * 57 + "_store"  # a 63-character name
-        fields = {f"field_{n}": dict(FIELD_KINDS[n % len(FIELD_KINDS)]) for n in range(index % 7 + 1)}
+        fields = {
+            f"field_{n}": dict(FIELD_KINDS[n % len(FIELD_KINDS)]) for n in range(index % 7 + 1)
+        }
         if index % 5 == 4:
             fields = None
         config = {"fields": fields} if fields else {}

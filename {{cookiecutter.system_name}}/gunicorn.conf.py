@@ -56,16 +56,13 @@ logger_class = "app.logs.JsonGunicornLogger"
 # Heartbeat files in memory, not on a possibly slow container disk.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
-# Prometheus multiprocess mode: every worker writes its samples to one directory.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+# Prometheus multiprocess mode: every worker writes its samples to one directory, emptied
+# here (before the app may be preloaded) so counters start at zero.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+else:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
-
-
-def on_starting(server):
-    """Start from an empty metrics directory, so counters begin at zero."""
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(directory, exist_ok=True)
 
 
 def child_exit(server, worker):

@@ -27,9 +27,8 @@ from .problems import Problem
 from .security import require_api_key
 from .settings import EndpointSettings
 from .storage import SyncStore
-from .validation import BodyValidator
+from .validation import body_validator
 from .validation import json_body
-from .validation import store_schemas
 
 ID_RULE = "<int(min=1, max=9223372036854775807):record_id>"
 LIST_PARAMETERS = ("limit", "after")
@@ -83,9 +82,8 @@ def resource_blueprint(name: str, store: SyncStore) -> Blueprint:
 def _add_routes(state: BlueprintSetupState, name: str, store: SyncStore) -> None:
     """Add the routes the endpoint's settings ask for, when the Blueprint is registered."""
     settings: EndpointSettings = state.app.config["SETTINGS"].endpoints[name]
-    schemas = store_schemas()[settings.store]
-    create_body = BodyValidator(schemas["input"])
-    patch_body = BodyValidator(schemas["patch"])
+    create_body = body_validator(settings.store, "input")
+    patch_body = body_validator(settings.store, "patch")
     path = settings.path
     filterable = store.filterable
 

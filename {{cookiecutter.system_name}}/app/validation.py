@@ -69,7 +69,6 @@ class BodyValidator:
     """Validates one kind of request body (input or patch) of one store."""
 
     def __init__(self, schema: dict) -> None:
-        jsonschema.Draft202012Validator.check_schema(schema)
         self._validator = jsonschema.Draft202012Validator(schema, format_checker=format_checker())
 
     def errors(self, body: object) -> list[dict]:
@@ -106,6 +105,12 @@ class BodyValidator:
         if errors:
             raise Problem(422, "Unprocessable Content", "the body has invalid fields", errors)
         return body
+
+
+@cache
+def body_validator(store: str, kind: str) -> BodyValidator:
+    """The validator of a store's "input" (create, PUT) or "patch" bodies, built once."""
+    return BodyValidator(store_schemas()[store][kind])
 
 
 def _escape(part: object) -> str:

@@ -1,0 +1,70 @@
+"""Shared fixtures of the template's tests: baking, PostgreSQL, free ports, live servers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = TEMPLATE_DIR / "examples"
+SEED_BLUEPRINT = TEMPLATE_DIR.parent / "shared" / "seed" / "phase8_test_system_blueprint.yaml"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def bake(output_dir: Path, **extra_context) -> Path:
+    """Generate a project from the template without prompts; return its directory."""
+    return Path(
+        cookiecutter(
+            str(TEMPLATE_DIR),
+            no_input=True,
+            output_dir=str(output_dir),
+            extra_context=extra_context,
+        )
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """URL of a PostgreSQL server to create test databases on.
+
+    Unreachable: the test is skipped, or fails when REQUIRE_POSTGRES=1 (as in CI).
+    """
+    import psycopg2
+
+    url = os.environ.get("TEST_DATABASE_URL", DEFAULT_POSTGRES_URL)
+    try:
+        psycopg2.connect(url, connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        message = f"PostgreSQL at {url} is unreachable: {exc}"
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def postgres_database(postgres_server_url):
+    """A fresh, empty database on the server (dropped afterwards); yields its URL."""
+    import psycopg2
+
+    name = f"template_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(postgres_server_url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    yield urlunsplit(urlsplit(postgres_server_url)._replace(path=f"/{name}"))
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
