@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, bake
 from live_server import GUNICORN, GunicornServer, http
 
-HEALTH_REQUESTS = 60
+REQUESTS_PER_ROUND = 40
+MAX_ROUNDS = 25
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +64,25 @@ def crud_round_trip(url: str, path: str, first: dict, second: dict) -> None:
 
 
 def metrics_add_up_across_workers(server: GunicornServer) -> None:
-    with ThreadPoolExecutor(8) as pool:
-        statuses = list(
-            pool.map(lambda _: http("GET", f"{server.url}/health").status, range(HEALTH_REQUESTS))
-        )
-    assert statuses == [200] * HEALTH_REQUESTS
+    """Send /health requests until both workers have served some (bounded), then the summed
+    counter in /metrics must equal the number sent."""
+    sent = 0
+    writers: set[str] = set()
+    with ThreadPoolExecutor(16) as pool:
+        for _ in range(MAX_ROUNDS):
+            urls = [f"{server.url}/health"] * REQUESTS_PER_ROUND
+            statuses = list(pool.map(lambda url: http("GET", url).status, urls))
+            assert statuses == [200] * REQUESTS_PER_ROUND
+            sent += REQUESTS_PER_ROUND
+            writers = {p.name.split("_")[-1] for p in server.metrics_dir.glob("counter_*.db")}
+            if len(writers) >= 2:
+                break
+    assert len(writers) >= 2, f"after {sent} requests only {writers} served: one worker only"
     text = http("GET", f"{server.url}/metrics").body.decode()
     name = "flask_http_request_duration_seconds_count"
     counted = metric_total(text, name, url_rule="/health", status="200")
-    assert counted == HEALTH_REQUESTS + 1  # the start-up probe asked /health once
-    everything = metric_total(text, "flask_http_request_total")
-    per_route = metric_total(text, name)
-    assert everything == per_route
-    writers = {path.name.split("_")[-1] for path in server.metrics_dir.glob("counter_*.db")}
-    assert len(writers) >= 2, f"only {writers} wrote metrics: not spread over the workers"
+    assert counted == sent + 1  # the start-up probe asked /health once
+    assert metric_total(text, "flask_http_request_total") == metric_total(text, name)
 
 
 def access_lines(server: GunicornServer) -> list[dict]:
@@ -148,3 +157,93 @@ def test_invalid_configuration_stops_start_up_with_one_line(order_service, tmp_p
     assert server.process.returncode != 0
     errors = server.stderr().strip().splitlines()
     assert errors == ["configuration error: ORDERS_API_PAGE_SIZE='lots' is not a whole number"]
+
+
+def _dockerfile_instruction(project, name: str) -> list[str]:
+    """The JSON-array command of a Dockerfile instruction (CMD, or HEALTHCHECK's CMD)."""
+    text = (project / "Dockerfile").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return json.loads(line[line.index("[") :])
+
+
+def test_dockerfile_cmd_serves_and_its_healthcheck_tells(order_service, tmp_path):
+    """What the container runs, run directly (no Docker engine here): CMD, then HEALTHCHECK."""
+    command = _dockerfile_instruction(order_service, "CMD")
+    assert command[:3] == ["gunicorn", "--config", "gunicorn.conf.py"]
+    healthcheck = _dockerfile_instruction(order_service, "HEALTHCHECK")
+    server = GunicornServer(order_service, tmp_path)
+    env = {**server.env, "PORT": str(server.port)}
+    del env["BIND"]
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    server.env = env
+    server.start()
+    try:
+        assert healthcheck[0] == "python"
+        probe = subprocess.run(healthcheck, env=env, capture_output=True, timeout=30)
+        assert probe.returncode == 0, probe.stderr
+    finally:
+        assert server.stop() == 0
+    probe = subprocess.run(healthcheck, env=env, capture_output=True, timeout=30)
+    assert probe.returncode != 0
+
+
+FORK_SCRIPT = """
+import os, sys
+from app import create_app
+from app.stores.orders_sync import store
+create_app()
+parent = store.create({"customer": "parent"})
+pid = os.fork()
+if pid == 0:
+    child = store.create({"customer": "child"})
+    os._exit(0 if store.get(child["id"]) else 1)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, "the child could not use the store"
+assert store.get(parent["id"]) == parent, "the parent's pool broke after the fork"
+items, _ = store.list(limit=10)
+print(sorted(item["customer"] for item in items))
+"""
+
+
+def test_store_is_fork_safe_on_postgresql(order_service, postgres_database):
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT],
+        cwd=order_service,
+        env={**os.environ, "DATABASE_URL": postgres_database},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['child', 'parent']"
+
+
+STARTUP_SCRIPT = """
+from app import create_app
+client = create_app().test_client()
+response = client.get("/ready")
+assert response.status_code == 200, response.get_data(as_text=True)
+"""
+
+
+def test_concurrent_start_up_creates_the_schema_once(order_service, postgres_database):
+    env = {**os.environ, "DATABASE_URL": postgres_database}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTUP_SCRIPT],
+            cwd=order_service,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+    import psycopg2
+
+    with psycopg2.connect(postgres_database) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'orders'")
+        assert cursor.fetchone()[0] == 1
+    connection.close()

@@ -97,3 +97,45 @@ def test_unexpected_errors_hide_the_traceback(app):
     assert response.mimetype == PROBLEM_JSON
     assert "secret detail" not in response.get_data(as_text=True)
     assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_cors_only_for_listed_origins(environ):
+    app = create_app(environ=environ)
+    client = app.test_client()
+    for endpoint in SETTINGS.endpoints.values():
+        origin = endpoint.cors_origins[0] if endpoint.cors_origins else "https://elsewhere.example"
+        response = client.options(
+            endpoint.path,
+            headers={"Origin": origin, "Access-Control-Request-Method": "GET"},
+        )
+        allowed = response.headers.get("Access-Control-Allow-Origin")
+        if endpoint.cors_origins:
+            assert allowed in (origin, "*")
+        else:
+            assert allowed is None
+    assert (
+        client.get("/health", headers={"Origin": "https://x.example"}).headers.get(
+            "Access-Control-Allow-Origin"
+        )
+        is None
+    )
+
+
+def test_forwarded_headers_are_trusted_only_with_proxy_count(environ):
+    seen = {}
+    for count in ("0", "1"):
+        app = create_app(environ={**environ, "PROXY_COUNT": count})
+
+        @app.get("/whoami")
+        def whoami():
+            from flask import request
+
+            return {"remote": request.remote_addr}
+
+        response = app.test_client().get("/whoami", headers={"X-Forwarded-For": "203.0.113.7"})
+        seen[count] = response.get_json()["remote"]
+    assert seen == {"0": "127.0.0.1", "1": "203.0.113.7"}
+
+
+def test_debug_is_off(app):
+    assert app.debug is False

@@ -49,3 +49,24 @@ def test_async_store_works_inside_a_running_loop(app, name):
 
     ids, listed = asyncio.run(scenario())
     assert listed == sorted(ids[1:])
+
+
+@pytest.mark.parametrize("name", STORES)
+def test_async_store_creates_no_event_loop_per_call(app, name, monkeypatch):
+    _, store = _stores(name)
+
+    async def scenario():
+        created = await store.create(SAMPLES[name][0])
+        return await store.get(created["id"])
+
+    loop = asyncio.new_event_loop()
+
+    def no_new_loops(*args, **kwargs):
+        raise AssertionError("an event loop was created by a store call")
+
+    monkeypatch.setattr(asyncio, "new_event_loop", no_new_loops)
+    try:
+        fetched = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert fetched is not None
