@@ -160,3 +160,20 @@ def test_api_key_is_required(client, name):
         response = client.get(operation_path, headers=headers)
         assert response.status_code == 401
         assert response.mimetype == PROBLEM_JSON
+
+
+def _unique_fields(name: str) -> list[str]:
+    fields = SETTINGS.stores[endpoint(name).store].fields or {}
+    return [field for field, spec in fields.items() if spec.get("unique")]
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in ENDPOINTS if "create" in endpoint(n).operations and _unique_fields(n)]
+)
+def test_duplicate_unique_value_is_409(client, headers, name):
+    settings = endpoint(name)
+    record = SAMPLES[settings.store][0]
+    assert client.post(settings.path, json=record, headers=headers(name)).status_code == 201
+    response = client.post(settings.path, json=record, headers=headers(name))
+    assert response.status_code == 409
+    assert response.mimetype == PROBLEM_JSON
