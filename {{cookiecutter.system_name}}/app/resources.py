@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 from datetime import date
 from datetime import datetime
@@ -30,7 +31,8 @@ from .storage import SyncStore
 from .validation import body_validator
 from .validation import json_body
 
-ID_RULE = "<int(min=1, max=9223372036854775807):record_id>"
+ID_RULE = "<int:record_id>"
+MAX_ID = 2**63 - 1
 LIST_PARAMETERS = ("limit", "after")
 
 
@@ -40,6 +42,12 @@ def _json(data: object, status: int = 200, headers: dict[str, str] | None = None
 
 def _not_found(record_id: int) -> Problem:
     return Problem(404, "Not Found", f"no record with id {record_id}")
+
+
+def _existing_id(record_id: int) -> None:
+    """Ids beyond 64 bits cannot exist (and would overflow the database's integer)."""
+    if record_id > MAX_ID:
+        raise _not_found(record_id)
 
 
 def _parse_int(name: str, raw: str, low: int, high: int) -> int:
@@ -66,6 +74,8 @@ def _parse_filter(name: str, kind: str, raw: str) -> Any:
             return date.fromisoformat(raw).isoformat()
         if kind == "datetime":
             return datetime.fromisoformat(raw).isoformat()
+        if kind == "uuid":
+            return str(uuid.UUID(raw))
         return raw
     except (ValueError, KeyError):
         detail = f"query parameter {name} must be a {kind}"
@@ -114,24 +124,28 @@ def _add_routes(state: BlueprintSetupState, name: str, store: SyncStore) -> None
         return _json(record, 201, {"Location": f"{path}/{record['id']}"})
 
     def get_record(record_id: int) -> Response:
+        _existing_id(record_id)
         record = store.get(record_id)
         if record is None:
             raise _not_found(record_id)
         return _json(record)
 
     def replace_record(record_id: int) -> Response:
+        _existing_id(record_id)
         record = store.replace(record_id, create_body.check(json_body(request)))
         if record is None:
             raise _not_found(record_id)
         return _json(record)
 
     def update_record(record_id: int) -> Response:
+        _existing_id(record_id)
         record = store.update(record_id, patch_body.check(json_body(request)))
         if record is None:
             raise _not_found(record_id)
         return _json(record)
 
     def delete_record(record_id: int) -> Response:
+        _existing_id(record_id)
         if not store.delete(record_id):
             raise _not_found(record_id)
         return Response(status=204)
