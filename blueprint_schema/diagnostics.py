@@ -27,8 +27,7 @@ class Diagnostic:
     message: str
 
     def __str__(self) -> str:
-        location = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        return f"{location}: {self.path}: {self.message}"
+        return f"{self.file}:{self.line}:{self.column}: {self.path}: {self.message}"
 
 
 class BlueprintError(Exception):
@@ -47,6 +46,10 @@ class Positions:
     values: dict[tuple, tuple[int, int]] = field(default_factory=dict)
     keys: dict[tuple, tuple[int, int]] = field(default_factory=dict)
 
+    def display(self, path: tuple) -> str:
+        """The path as the author wrote it in the file."""
+        return format_path(path)
+
     def locate(self, path: tuple, *, key: bool = False) -> tuple[int, int]:
         """Line and column of path, or of its nearest ancestor that has one."""
         table = self.keys if key else self.values
@@ -57,7 +60,7 @@ class Positions:
             probe = probe[:-1]
             if probe in self.values:
                 return self.values[probe]
-        return (0, 0)
+        return (1, 1)  # a problem of the whole document is reported at its start
 
 
 @dataclass
@@ -70,7 +73,7 @@ class Report:
 
     def _make(self, path: tuple, message: str, key: bool) -> Diagnostic:
         line, column = self.positions.locate(path, key=key)
-        return Diagnostic(self.positions.file, line, column, format_path(path), message)
+        return Diagnostic(self.positions.file, line, column, self.positions.display(path), message)
 
     def error(self, path: tuple, message: str, *, key: bool = False) -> None:
         self.errors.append(self._make(path, message, key))

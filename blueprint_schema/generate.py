@@ -99,8 +99,15 @@ def system_config(model: dict) -> dict:
     }
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes shared values (from YAML anchors in the blueprint) out in full, not as aliases."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 def _dump_yaml(data: dict) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def _dump_json(data: object) -> str:

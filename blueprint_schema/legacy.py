@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .diagnostics import Positions, Report
+from .diagnostics import Positions, Report, format_path
 
 LEGACY_TYPES = {"Store": "store", "APIEndpoint": "api_endpoint"}
 CREDENTIAL_KEY = re.compile(r"password|passwd|secret|token|api_?keys?|connection_string|dsn|url$")
@@ -35,13 +35,21 @@ class RemappedPositions(Positions):
     source: Positions | None = None
     mapping: dict | None = None
 
-    def locate(self, path: tuple, *, key: bool = False) -> tuple[int, int]:
-        assert self.source is not None and self.mapping is not None
+    def original(self, path: tuple) -> tuple:
+        """The legacy path that a path of the normalised document came from."""
+        assert self.mapping is not None
         for cut in range(len(path), -1, -1):
             prefix = tuple(path[:cut])
             if prefix in self.mapping:
-                return self.source.locate(self.mapping[prefix] + tuple(path[cut:]), key=key)
-        return self.source.locate(tuple(path), key=key)
+                return self.mapping[prefix] + tuple(path[cut:])
+        return tuple(path)
+
+    def display(self, path: tuple) -> str:
+        return format_path(self.original(path))
+
+    def locate(self, path: tuple, *, key: bool = False) -> tuple[int, int]:
+        assert self.source is not None
+        return self.source.locate(self.original(path), key=key)
 
 
 def is_legacy(document: object) -> bool:
@@ -77,7 +85,7 @@ def normalise(document: dict, positions: Positions, report: Report) -> tuple[dic
         ]
     if "bindings" in system:
         mapping[("bindings",)] = ("system", "bindings")
-        result["bindings"] = _bindings(system["bindings"])
+        result["bindings"] = string_bindings(system["bindings"])
 
     for key, value in document.items():
         if key == "system":
@@ -197,7 +205,7 @@ def _endpoint_config(config: dict, path: tuple, report: Report) -> dict:
     return result
 
 
-def _bindings(bindings: object) -> object:
+def string_bindings(bindings: object) -> object:
     """Accept `from`/`to` mappings and the string form `a.output -> b.input`."""
     if not isinstance(bindings, list):
         return bindings

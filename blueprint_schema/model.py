@@ -29,7 +29,7 @@ ALL_OPERATIONS = ["list", "get", "create", "update", "delete"]
 DEFAULT_PAGE_SIZE = 50
 DEFAULT_MAX_PAGE_SIZE = 500
 DEFAULT_POOL = {"min_size": 2, "max_size": 10}
-CREDENTIAL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/:@]+:[^\s/@]+@", re.IGNORECASE)
+CREDENTIAL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/:@]*:[^\s/@]+@", re.IGNORECASE)
 
 
 @dataclass
@@ -63,6 +63,8 @@ def load_document(document: object, positions: Positions) -> Blueprint:
         report.raise_if_errors()
     if legacy.is_legacy(document):
         document, _ = legacy.normalise(document, positions, report)
+    elif isinstance(document.get("bindings"), list):
+        document = {**document, "bindings": legacy.string_bindings(document["bindings"])}
     schema_check.check(document, report)
     report.raise_if_errors()
     model = _build(document, report)
@@ -100,7 +102,7 @@ def _build(document: dict, report: Report) -> dict:
         else:
             model["endpoints"][name] = _endpoint(name, component, config)
 
-    bound = _bindings(document.get("bindings", []), kinds, report)
+    bound, broken = _bindings(document.get("bindings", []), kinds, report)
     stores = sorted(model["stores"])
     paths: dict[str, str] = {}
     for index, component in enumerate(components):
@@ -109,7 +111,8 @@ def _build(document: dict, report: Report) -> dict:
         if endpoint is None or kinds.get(name) != "api_endpoint":
             continue
         where = ("components", index, "config")
-        _resolve_store(name, endpoint, bound.get(name), stores, kinds, where, report)
+        if name not in broken:
+            _resolve_store(name, endpoint, bound.get(name), stores, kinds, where, report)
         _check_path(name, endpoint, paths, where, report)
         if endpoint["page_size"] > endpoint["max_page_size"]:
             report.error(
@@ -122,7 +125,7 @@ def _build(document: dict, report: Report) -> dict:
 
 
 def _check_name(name: str, path: tuple, report: Report) -> None:
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+    if keyword.iskeyword(name):
         report.error(path, f"{name!r} is a Python keyword; choose another name")
 
 
@@ -161,7 +164,12 @@ def _store(name: str, component: dict, config: dict, where: tuple, report: Repor
     }
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
+    errors_before = len(report.errors)
     kind = spec["type"]
     if name in RESERVED_FIELDS:
         report.error(
@@ -172,7 +180,7 @@ def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
         if option not in allowed:
             report.error(
                 path + (option,),
-                f"option {option!r} does not apply to a {kind} field; "
+                f"option {option!r} does not apply to {_article(kind)} {kind} field; "
                 f"it takes: {', '.join(sorted(allowed))}",
                 key=True,
             )
@@ -197,15 +205,14 @@ def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
     bare = jsonschema.Draft202012Validator(
         {key: item for key, item in own_schema.items() if key != "enum"}
     )
-    enum_ok = True
     for index, value in enumerate(spec.get("enum", [])):
         problems = [error.message for error in bare.iter_errors(value)]
         if problems:
-            enum_ok = False
             report.error(
                 path + ("enum", index), f"{schema_check.short(value)} fails: {problems[0]}"
             )
-    if enum_ok and "example" not in spec and not field_samples(name, spec):
+    consistent = len(report.errors) == errors_before
+    if consistent and "example" not in spec and not field_samples(name, spec):
         report.error(
             path,
             "no value satisfying this field's constraints could be derived for the generated "
@@ -232,9 +239,11 @@ def _endpoint(name: str, component: dict, config: dict) -> dict:
 
 def _bindings(
     bindings: list, kinds: dict[str, str], report: Report
-) -> dict[str, tuple[str, tuple]]:
-    """Map each endpoint to the store a binding connects it to."""
+) -> tuple[dict[str, tuple[str, tuple]], set[str]]:
+    """Map each endpoint to the store a binding connects it to; also return the components
+    named by a faulty binding (already reported, so not reported again as unbound)."""
     bound: dict[str, tuple[str, tuple]] = {}
+    broken: set[str] = set()
     names = sorted(kinds)
     for index, binding in enumerate(bindings):
         ends = {}
@@ -247,6 +256,7 @@ def _bindings(
                     f"no component named {target!r}{schema_check.suggestion(target, names)}",
                 )
         if any(target not in kinds for target in ends.values()):
+            broken.update(ends.values())
             continue
         pair = {kinds[ends["from"]]: ends["from"], kinds[ends["to"]]: ends["to"]}
         if set(pair) != {"store", "api_endpoint"}:
@@ -255,6 +265,7 @@ def _bindings(
                 f"binds {ends['from']!r} ({kinds[ends['from']]}) to {ends['to']!r} "
                 f"({kinds[ends['to']]}); a binding connects an api_endpoint to a store",
             )
+            broken.update(ends.values())
             continue
         endpoint, store = pair["api_endpoint"], pair["store"]
         if endpoint in bound and bound[endpoint][0] != store:
@@ -265,7 +276,7 @@ def _bindings(
             )
             continue
         bound[endpoint] = (store, ("bindings", index))
-    return bound
+    return bound, broken
 
 
 def _resolve_store(
@@ -310,6 +321,11 @@ def _check_path(
     elif path in paths:
         report.error(
             where + ("path",), f"path {path} is already served by endpoint {paths[path]!r}"
+        )
+    elif any(segment.isdigit() for segment in path.split("/")):
+        report.error(
+            where + ("path",),
+            f"path {path} has an all-digit segment, which would be taken for a record id",
         )
     else:
         paths[path] = name

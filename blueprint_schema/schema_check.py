@@ -20,9 +20,18 @@ def schema() -> dict:
     return json.loads(text)
 
 
+def _is_whole_number(checker: object, instance: object) -> bool:
+    """Settings such as max_length take 5, not 5.0 (which JSON Schema would accept)."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 @cache
 def _validator() -> jsonschema.protocols.Validator:
-    return jsonschema.Draft202012Validator(schema())
+    strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_whole_number)
+    validator_class = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, type_checker=strict
+    )
+    return validator_class(schema())
 
 
 def short(value: object, limit: int = 60) -> str:

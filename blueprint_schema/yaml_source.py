@@ -17,6 +17,8 @@ from .diagnostics import BlueprintError, Diagnostic, Positions, format_path
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 32
 MAX_NODES = 100_000  # after alias expansion
+# libyaml's parser when PyYAML was built with it (much faster on large input), else PyYAML's.
+_PARSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Failure(Exception):
@@ -27,7 +29,8 @@ class _Failure(Exception):
 
 
 def _position(mark: yaml.Mark | None) -> tuple[int, int]:
-    return (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+    # No mark: a problem of the whole file (empty, too large), reported at its start.
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
 @dataclass
@@ -69,6 +72,8 @@ class _Builder:
             if is_key:
                 return _MERGE
             tag = "tag:yaml.org,2002:str"
+        if tag == "tag:yaml.org,2002:timestamp":
+            tag = "tag:yaml.org,2002:str"  # a blueprint is JSON-like: dates stay ISO text
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         try:
             return self.loader.construct_object(node, deep=True)
@@ -125,8 +130,15 @@ class _Builder:
         self.positions.values[top.path + (key,)] = _position(mark)
         mapping[key] = value
 
-    def build(self, events: list[yaml.Event]) -> object:
+    def build(self, events) -> object:
+        """Consume events as the parser makes them, so limits stop a hostile file early."""
+        documents = 0
         for event in events:
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise _Failure(event.start_mark, (), "a blueprint file holds one YAML document")
+                continue
             path = self.stack[-1].child_path() if self.stack else ()
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if len(self.stack) >= MAX_DEPTH:
@@ -173,21 +185,15 @@ def parse_text(text: str, file: str) -> tuple[object, Positions]:
     """Parse YAML text into plain data and the positions of its values."""
     positions = Positions(file)
     builder = _Builder(positions)
-    events: list[yaml.Event] = []
-    documents = 0
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    raise _Failure(event.start_mark, (), "a blueprint file holds one YAML document")
-            events.append(event)
-        data = builder.build(events)
+        data = builder.build(yaml.parse(text, Loader=_PARSER))
     except _Failure as failure:
         raise _located(file, failure.mark, failure.path, failure.message) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark is not None and exc.problem:
+            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
         raise _located(file, mark, (), f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise _located(file, None, (), f"invalid YAML: {exc}") from None

@@ -5,5 +5,5 @@ venv="${VENV:-$root/.venv}"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/requirements.txt"
+(cd "$root" && "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt)
 export PATH="$venv/bin:$PATH"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -27,12 +26,6 @@ def bake(output_dir: Path, **extra_context) -> Path:
             extra_context=extra_context,
         )
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

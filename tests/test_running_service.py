@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, bake
-from live_server import GUNICORN, GunicornServer, http
+
+from service_validator.server import GUNICORN, GunicornServer, http
 
 REQUESTS_PER_ROUND = 40
 MAX_ROUNDS = 25

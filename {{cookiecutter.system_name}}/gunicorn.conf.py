@@ -53,8 +53,9 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 logger_class = "app.logs.JsonGunicornLogger"
 
-# Heartbeat files in memory, not on a possibly slow container disk.
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# Heartbeat files in memory, not on a possibly slow container disk (Gunicorn's own advice;
+# the files hold no data, hence nosec).
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # nosec B108
 
 # Prometheus multiprocess mode: every worker writes its samples to one directory, emptied
 # here (before the app may be preloaded) so counters start at zero.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .settings import EndpointSettings
 from .settings import Settings
+from .storage.store import FILTERABLE_TYPES
 from .validation import store_schemas
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -17,14 +18,6 @@ _PROBLEM_STATUSES = {
     "replace": ("400", "404", "409", "413", "415", "422", "503", "504"),
     "update": ("400", "404", "409", "413", "415", "422", "503", "504"),
     "delete": ("404", "503", "504"),
-}
-_JSON_FIELD_TYPES = {
-    "integer": {"type": "integer"},
-    "number": {"type": "number"},
-    "boolean": {"type": "boolean"},
-    "date": {"type": "string", "format": "date"},
-    "datetime": {"type": "string", "format": "date-time"},
-    "uuid": {"type": "string", "format": "uuid"},
 }
 
 
@@ -54,6 +47,17 @@ def _operation(endpoint: EndpointSettings, operation: str, summary: str, **parts
     return document
 
 
+def _filter_schema(value_schema: dict) -> dict:
+    """A field's value schema as a query parameter: the same constraints, without null."""
+    schema = {key: item for key, item in value_schema.items() if key not in ("default", "examples")}
+    if isinstance(schema.get("type"), list):
+        kinds = [kind for kind in schema["type"] if kind != "null"]
+        schema["type"] = kinds[0] if len(kinds) == 1 else kinds
+    if "enum" in schema:
+        schema["enum"] = [item for item in schema["enum"] if item is not None]
+    return schema
+
+
 def _endpoint_paths(endpoint: EndpointSettings, fields: dict | None) -> dict:
     store = endpoint.store
     record, page = _ref(store), _ref(f"{store}_page")
@@ -63,15 +67,11 @@ def _endpoint_paths(endpoint: EndpointSettings, fields: dict | None) -> dict:
         "required": True,
         "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
     }
+    values = store_schemas()[store]["patch"].get("properties", {})
     filters = [
-        {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "schema": _JSON_FIELD_TYPES.get(spec["type"], {"type": "string"}),
-        }
+        {"name": name, "in": "query", "required": False, "schema": _filter_schema(values[name])}
         for name, spec in (fields or {}).items()
-        if spec["type"] not in ("json", "text")
+        if spec["type"] in FILTERABLE_TYPES
     ]
     list_parameters = [
         {

@@ -116,6 +116,12 @@ def _add_routes(state: BlueprintSetupState, name: str, store: SyncStore) -> None
         filters = {
             key: _parse_filter(key, filterable[key], args[key]) for key in args if key in filterable
         }
+        invalid = patch_body.errors(filters)  # a filter value must be a valid field value
+        if invalid:
+            errors = [
+                {"parameter": e["pointer"].lstrip("/"), "detail": e["detail"]} for e in invalid
+            ]
+            raise Problem(400, "Bad Request", "invalid filter value", errors)
         items, next_after = store.list(limit=limit, after=after, filters=filters)
         return _json({"items": items, "next_after": next_after})
 

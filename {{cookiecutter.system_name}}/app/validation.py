@@ -147,10 +147,41 @@ def json_body(request: Request) -> object:
     except UnicodeDecodeError as exc:
         raise Problem(400, "Bad Request", f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_float=_finite, parse_constant=_no_constants)
+        document = json.loads(text, parse_float=_finite, parse_constant=_no_constants)
     except RecursionError:
         raise Problem(400, "Bad Request", "the JSON body is nested too deeply") from None
     except ValueError as exc:
         raise Problem(
             400, "Bad Request", f"the body is not valid JSON: {_short(str(exc))}"
         ) from None
+    _check_storable_text(document)
+    return document
+
+
+def _check_storable_text(document: object) -> None:
+    """Refuse text no database stores faithfully: NUL characters and unpaired surrogates."""
+    bad = []
+    pending: list[tuple[str, object]] = [("", document)]
+    while pending and len(bad) < MAX_ERRORS:
+        pointer, value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend((f"{pointer}/{_escape(key)}", item) for key, item in value.items())
+            pending.extend((f"{pointer}/{_escape(key)}", key) for key in value)
+        elif isinstance(value, list):
+            pending.extend((f"{pointer}/{index}", item) for index, item in enumerate(value))
+        elif isinstance(value, str) and (
+            "\x00" in value or not value.isascii() and _unpaired(value)
+        ):
+            bad.append({"pointer": pointer, "detail": "NUL character or unpaired surrogate"})
+    if bad:
+        raise Problem(
+            422, "Unprocessable Content", "the body holds text that cannot be stored", bad
+        )
+
+
+def _unpaired(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -120,6 +120,10 @@ def test_invalid_bodies_get_problem_details(client, headers, name):
     assert response.status_code == 422
     assert response.get_json()["errors"]
 
+    response = client.post(settings.path, json={"text": "a\u0000b"}, headers=auth)
+    assert response.status_code == 422
+    assert response.get_json()["errors"][0]["pointer"] == "/text"
+
     big = "x" * (client.application.config["MAX_CONTENT_LENGTH"] + 1)
     response = client.post(settings.path, json={"blob": big}, headers=auth)
     assert response.status_code == 413 and response.mimetype == PROBLEM_JSON
