@@ -25,7 +25,8 @@ SECRET_PATTERNS = {
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 
-def _run(command: list[str], cwd: Path, timeout: int = 300, env: dict | None = None):
+def run_tool(command: list[str], cwd: Path, timeout: int = 600, env: dict | None = None):
+    """Run a tool in cwd with output captured (no bytecode written into the project)."""
     return subprocess.run(
         command,
         cwd=cwd,
@@ -41,7 +42,7 @@ def _first_lines(text: str, count: int = 3) -> str:
 
 
 def ruff(project: Path) -> Passed:
-    result = _run(
+    result = run_tool(
         [str(BIN / "ruff"), "check", "--no-cache", "--output-format", "concise", "."], project
     )
     if result.returncode != 0:
@@ -51,7 +52,7 @@ def ruff(project: Path) -> Passed:
 
 
 def hadolint(project: Path) -> Passed:
-    result = _run([str(BIN / "hadolint"), "--no-color", "Dockerfile"], project)
+    result = run_tool([str(BIN / "hadolint"), "--no-color", "Dockerfile"], project)
     if result.returncode != 0:
         raise CheckFailed(_first_lines(result.stdout or result.stderr))
     return Passed("hadolint: no warning")
@@ -82,7 +83,7 @@ def dockerfile_non_root(project: Path) -> Passed:
 
 def gunicorn_config(project: Path) -> Passed:
     with tempfile.TemporaryDirectory() as data:
-        result = _run(
+        result = run_tool(
             [str(BIN / "gunicorn"), "--check-config", "-c", "gunicorn.conf.py", "main:app"],
             project,
             env={"DATA_DIR": data},
@@ -94,7 +95,7 @@ def gunicorn_config(project: Path) -> Passed:
 
 def bandit(project: Path) -> Passed:
     targets = [name for name in ("app", "main.py", "gunicorn.conf.py") if (project / name).exists()]
-    result = _run(
+    result = run_tool(
         [str(BIN / "bandit"), "-q", "-r", "-f", "json", "--severity-level", "medium", *targets],
         project,
     )
@@ -152,7 +153,7 @@ def app_routes(project: Path) -> tuple[set[tuple[str, str]], dict]:
     with tempfile.TemporaryDirectory() as work:
         output = Path(work) / "routes.json"
         command = [sys.executable, "-c", APP_ROUTES_SCRIPT, str(output)]
-        result = _run(command, project, env={"DATA_DIR": work})
+        result = run_tool(command, project, env={"DATA_DIR": work})
         if result.returncode != 0:
             raise CheckFailed(f"the app does not import: {_first_lines(result.stderr, 5)}")
         loaded = json.loads(output.read_text())

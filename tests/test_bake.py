@@ -3,9 +3,7 @@ own tests (SQLite and PostgreSQL), lint its Dockerfile, and look for leftovers a
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +11,8 @@ import pytest
 import yaml
 from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, TEMPLATE_DIR, bake
 from generated_blueprints import large_blueprint
+
+from service_validator.static_checks import run_tool
 
 BIN = Path(sys.executable).parent
 UNRENDERED = re.compile(r"\{\{\s*cookiecutter|\{%-?\s|\s-?%\}")
@@ -42,17 +42,6 @@ def baked(request, tmp_path_factory) -> Path:
     return project
 
 
-def run(command: list[str], cwd: Path, env: dict | None = None, timeout: int = 600):
-    return subprocess.run(
-        command,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
-    )
-
-
 def project_files(project: Path) -> list[Path]:
     return [path for path in project.rglob("*") if path.is_file()]
 
@@ -75,27 +64,27 @@ def test_no_secret_in_any_file(baked):
 
 
 def test_ruff_is_clean(baked):
-    check = run([str(BIN / "ruff"), "check", "--no-cache", "."], baked)
+    check = run_tool([str(BIN / "ruff"), "check", "--no-cache", "."], baked)
     assert check.returncode == 0, check.stdout
-    formatted = run([str(BIN / "ruff"), "format", "--no-cache", "--check", "."], baked)
+    formatted = run_tool([str(BIN / "ruff"), "format", "--no-cache", "--check", "."], baked)
     assert formatted.returncode == 0, formatted.stdout
 
 
 def test_dockerfile_passes_hadolint(baked):
-    result = run([str(BIN / "hadolint"), "Dockerfile"], baked)
+    result = run_tool([str(BIN / "hadolint"), "Dockerfile"], baked)
     assert result.returncode == 0, result.stdout + result.stderr
     dockerfile = (baked / "Dockerfile").read_text()
     assert re.search(r"^USER 10001", dockerfile, re.MULTILINE)
 
 
 def test_own_tests_pass_on_sqlite(baked):
-    result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], baked)
+    result = run_tool([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], baked)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert re.search(r"\d+ passed", result.stdout)
 
 
 def test_own_tests_pass_on_postgresql(baked, postgres_server_url):
-    result = run(
+    result = run_tool(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         baked,
         env={"TEST_DATABASE_URL": postgres_server_url},
@@ -105,7 +94,7 @@ def test_own_tests_pass_on_postgresql(baked, postgres_server_url):
 
 
 def test_generated_python_compiles(baked):
-    result = run([sys.executable, "-m", "compileall", "-q", "app", "tests", "main.py"], baked)
+    result = run_tool([sys.executable, "-m", "compileall", "-q", "app", "tests", "main.py"], baked)
     assert result.returncode == 0, result.stdout
 
 

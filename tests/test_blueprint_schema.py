@@ -528,3 +528,50 @@ def test_description_never_reaches_python_files(tricky_files):
         for fragment in (TRICKY, "{{ x }}", "{% raw %}", "back\\slash", "naïve", "東京"):
             assert fragment not in text, f"{fragment!r} in {name}"
         compile(text, name, "exec")
+
+
+def test_soft_keywords_are_legal_names():
+    document = minimal(store="match")
+    document["components"][0]["name"] = "match"
+    assert "match" in load_mapping(document).model["stores"]
+
+
+def test_unquoted_dates_stay_text(tmp_path):
+    text = (
+        "system: {name: shop}\n"
+        "components:\n"
+        "  - name: events\n"
+        "    type: store\n"
+        "    config:\n"
+        "      fields:\n"
+        "        day: {type: date, default: 2024-01-01}\n"
+    )
+    model = load_file(write(tmp_path, text)).model
+    assert model["stores"]["events"]["fields"]["day"]["default"] == "2024-01-01"
+
+
+def test_shared_anchors_are_written_out_in_full(tmp_path):
+    text = (
+        "system: {name: shop}\n"
+        "components:\n"
+        "  - name: a\n"
+        "    type: store\n"
+        "    config: {fields: {code: &code {type: string, max_length: 8}, other: *code}}\n"
+    )
+    files = project_files(load_file(write(tmp_path, text)))
+    for name in ("blueprint.yaml", "config/system_config.yaml"):
+        assert "&id" not in files[name] and "*id" not in files[name]
+        assert yaml.safe_load(files[name])
+
+
+def test_string_bindings_in_the_current_format():
+    document = minimal()
+    document["bindings"] = ["items_api.output -> items.input"]
+    assert load_mapping(document).model["endpoints"]["items_api"]["store"] == "items"
+
+
+def test_all_digit_path_segments_are_refused():
+    document = minimal(path="/items/5", store="items")
+    with pytest.raises(BlueprintError) as caught:
+        load_mapping(document)
+    assert "all-digit segment" in str(caught.value)

@@ -62,8 +62,16 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # nosec B108
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    _metrics_dir_created = None
 else:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
+    _metrics_dir_created = tempfile.mkdtemp(prefix="prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir_created
+
+
+def on_exit(server):
+    """Remove the metrics directory if this configuration made it."""
+    if _metrics_dir_created:
+        shutil.rmtree(_metrics_dir_created, ignore_errors=True)
 
 
 def child_exit(server, worker):
