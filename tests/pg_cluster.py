@@ -1,0 +1,98 @@
+"""A throwaway PostgreSQL cluster on a free port, for tests that stop or break the database."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from service_validator.server import free_port
+
+BIN_DIR = (
+    Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
+    if glob.glob("/usr/lib/postgresql/*/bin")
+    else None
+)
+
+
+def _as_postgres(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """initdb and pg_ctl refuse to run as root: run them as the postgres user then."""
+    if os.geteuid() == 0:
+        command = ["runuser", "-u", "postgres", "--", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+class ThrowawayCluster:
+    """initdb into a temporary directory, then pg_ctl start/stop on a free loopback port."""
+
+    def __init__(self) -> None:
+        if BIN_DIR is None:
+            raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql")
+        self.root = Path(tempfile.mkdtemp(prefix="pg-throwaway-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        result = _as_postgres(
+            [
+                str(BIN_DIR / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ]
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed: {result.stderr}")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        result = _as_postgres(
+            [
+                str(BIN_DIR / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.root / "log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ]
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {result.stderr}{self.log()}")
+
+    def stop(self, mode: str = "fast") -> None:
+        _as_postgres([str(BIN_DIR / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+
+    def log(self) -> str:
+        path = self.root / "log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        import psycopg2
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg2.connect(self.url, connect_timeout=2).close()
+                return
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,174 @@
+"""Faults under real Gunicorn and PostgreSQL: database outage, slow statements, worker crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+from conftest import EXAMPLES_DIR, bake
+from pg_cluster import ThrowawayCluster
+
+from service_validator.server import GunicornServer, http
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def order_service(tmp_path_factory) -> Path:
+    return bake(tmp_path_factory.mktemp("bake"), blueprint=str(EXAMPLES_DIR / "order_service.yaml"))
+
+
+@pytest.fixture
+def cluster():
+    cluster = ThrowawayCluster()
+    cluster.start()
+    cluster.wait_ready()
+    yield cluster
+    cluster.destroy()
+
+
+def worker_pids(master: int) -> set[int]:
+    """The master's child processes, read from /proc."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == master:
+                children.add(int(entry.name))
+    return children
+
+
+def wait_for(condition, timeout: float, step: float = 0.05) -> float:
+    """Seconds until condition() held; fails the test past timeout."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"not within {timeout}s")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+def test_database_outage_and_recovery(order_service, tmp_path, cluster):
+    env = {"DATABASE_URL": cluster.url}
+    with GunicornServer(order_service, tmp_path, env) as server:
+        url = server.url
+        for n in range(5):
+            assert http("POST", f"{url}/orders", {"customer": f"before-{n}"}).status == 201
+        workers = worker_pids(server.process.pid)
+        assert len(workers) == 2
+
+        cluster.stop("fast")
+        took = wait_for(lambda: http("GET", f"{url}/ready").status == 503, timeout=2)
+        ready = http("GET", f"{url}/ready")
+        assert ready.json()["failed"] == ["orders"]
+        assert http("GET", f"{url}/health").status == 200
+        for method, body in (("GET", None), ("POST", {"customer": "during"})):
+            answer = http(method, f"{url}/orders", body)
+            assert answer.status == 503, answer.body
+            assert answer.headers["Content-Type"] == PROBLEM_JSON
+            assert b"Traceback" not in answer.body and b"psycopg2" not in answer.body
+
+        cluster.start()
+        recovered = wait_for(
+            lambda: (
+                http("GET", f"{url}/orders?limit=100").status == 200
+                and http("GET", f"{url}/ready").status == 200
+            ),
+            timeout=5,
+        )
+        customers = [
+            item["customer"] for item in http("GET", f"{url}/orders?limit=100").json()["items"]
+        ]
+        assert customers == [f"before-{n}" for n in range(5)]
+        assert http("POST", f"{url}/orders", {"customer": "after"}).status == 201
+        assert worker_pids(server.process.pid) == workers, "workers were restarted"
+    print(f"/ready 503 after {took:.2f}s; recovered {recovered:.2f}s after the database returned")
+
+
+def test_slow_statement_answers_504_within_the_timeout(order_service, tmp_path, cluster):
+    env = {"DATABASE_URL": cluster.url, "DB_STATEMENT_TIMEOUT_MS": "300"}
+    with GunicornServer(order_service, tmp_path, env) as server:
+        assert http("GET", f"{server.url}/ready").status == 200
+        blocker = psycopg2.connect(cluster.url)
+        try:
+            with blocker.cursor() as cursor:
+                cursor.execute('LOCK TABLE "orders" IN ACCESS EXCLUSIVE MODE')
+                started = time.monotonic()
+                answer = http("GET", f"{server.url}/orders")
+                took = time.monotonic() - started
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert answer.status == 504
+        assert answer.headers["Content-Type"] == PROBLEM_JSON
+        assert b"LOCK" not in answer.body and b"canceling" not in answer.body
+        assert took < 5, f"the request held a worker for {took:.1f}s"
+        assert http("GET", f"{server.url}/orders").status == 200
+
+
+def test_worker_crashes_lose_no_acknowledged_write(order_service, tmp_path, postgres_database):
+    env = {"DATABASE_URL": postgres_database, "GUNICORN_THREADS": "4"}
+    clients, run_seconds, kill_every = 8, 10.0, 2.0
+    acknowledged: list[str] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    counter = iter(range(10**9))
+
+    with GunicornServer(order_service, tmp_path, env) as server:
+
+        def writer() -> None:
+            while not stop.is_set():
+                name = f"write-{next(counter)}"
+                try:
+                    answer = http("POST", f"{server.url}/orders", {"customer": name}, timeout=10)
+                except OSError as error:  # the connection died with its worker
+                    with lock:
+                        failures.append(f"{name}: {type(error).__name__}")
+                    continue
+                with lock:
+                    if answer.status == 201:
+                        acknowledged.append(name)
+                    else:
+                        failures.append(f"{name}: HTTP {answer.status}")
+
+        threads = [threading.Thread(target=writer, daemon=True) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        kills = 0
+        deadline = time.monotonic() + run_seconds
+        while time.monotonic() < deadline:
+            time.sleep(kill_every)
+            victims = sorted(worker_pids(server.process.pid))
+            if victims:
+                os.kill(victims[0], signal.SIGKILL)
+                kills += 1
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+        wait_for(lambda: len(worker_pids(server.process.pid)) == 2, timeout=15)
+        assert http("GET", f"{server.url}/ready").status == 200
+
+    with psycopg2.connect(postgres_database) as connection, connection.cursor() as cursor:
+        cursor.execute('SELECT customer, count(*) FROM "orders" GROUP BY customer')
+        stored = dict(cursor.fetchall())
+    connection.close()
+    lost = [name for name in acknowledged if name not in stored]
+    duplicated = [name for name, count in stored.items() if count > 1]
+    assert kills >= 4
+    assert len(acknowledged) > 100
+    assert lost == [] and duplicated == []
+    assert all("HTTP" not in failure for failure in failures), failures[:5]
+    assert len(failures) <= kills * clients, failures[:5]
+    print(
+        f"{kills} workers killed; {len(acknowledged)} writes acknowledged, all stored once; "
+        f"{len(failures)} requests cut with their worker"
+    )
