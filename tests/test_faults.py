@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -172,3 +175,75 @@ def test_worker_crashes_lose_no_acknowledged_write(order_service, tmp_path, post
         f"{kills} workers killed; {len(acknowledged)} writes acknowledged, all stored once; "
         f"{len(failures)} requests cut with their worker"
     )
+
+
+def test_four_instances_start_at_once_on_an_empty_database(order_service, tmp_path, cluster):
+    servers = [
+        GunicornServer(order_service, tmp_path / f"instance-{n}", {"DATABASE_URL": cluster.url})
+        for n in range(4)
+    ]
+    errors: list[BaseException] = []
+
+    def start(server: GunicornServer) -> None:
+        try:
+            server.start()
+        except BaseException as error:  # reported below, with the others
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(server,)) for server in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert errors == []
+        readiness = [http("GET", f"{server.url}/ready").status for server in servers]
+        assert readiness == [200, 200, 200, 200]
+        for n, server in enumerate(servers):
+            assert http("POST", f"{server.url}/orders", {"customer": f"via-{n}"}).status == 201
+    finally:
+        for server in servers:
+            server.stop()
+    with psycopg2.connect(cluster.url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_class WHERE relname = 'orders' AND relkind = 'r'")
+        assert cursor.fetchone()[0] == 1
+        cursor.execute('SELECT count(*) FROM "orders"')
+        assert cursor.fetchone()[0] == 4
+    connection.close()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk drives the soak (apt-get install wrk)")
+def test_soak_keeps_memory_flat(order_service, tmp_path, postgres_database):
+    """60 s at 64 connections: no error, and worker memory grows less than 10 %."""
+    env = {"DATABASE_URL": postgres_database, "GUNICORN_MAX_REQUESTS": "0"}
+    with GunicornServer(order_service, tmp_path, env) as server:
+        created = http("POST", f"{server.url}/orders", {"customer": "soak"}).json()
+        target = f"{server.url}/orders/{created['id']}"
+        warm = subprocess.run(
+            ["wrk", "-t2", "-c64", "-d5s", target], capture_output=True, text=True, timeout=60
+        )
+        assert warm.returncode == 0
+        workers = sorted(worker_pids(server.process.pid))
+        before = {pid: _rss_kib(pid) for pid in workers}
+        soak = subprocess.run(
+            ["wrk", "-t2", "-c64", "-d60s", "--timeout", "10s", target],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        after = {pid: _rss_kib(pid) for pid in workers}
+        assert sorted(worker_pids(server.process.pid)) == workers, "a worker was replaced"
+    assert soak.returncode == 0, soak.stderr
+    assert "Non-2xx" not in soak.stdout and "Socket errors" not in soak.stdout, soak.stdout
+    requests = int(re.search(r"(\d+) requests in", soak.stdout).group(1))
+    growth = {pid: after[pid] / before[pid] - 1 for pid in workers}
+    assert requests > 10_000
+    assert max(growth.values()) < 0.10, growth
+    print(f"soak: {requests} requests, 0 errors, RSS growth {growth}")
