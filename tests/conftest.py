@@ -61,3 +61,19 @@ def postgres_database(postgres_server_url):
     with admin.cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()
+
+
+@pytest.fixture
+def measure(request):
+    """Record what a reliability test measured; with RELIABILITY_REPORT set, each record is
+    appended to that JSON-lines file (scripts/reliability turns it into the README table)."""
+    import json
+
+    def record(**values) -> None:
+        target = os.environ.get("RELIABILITY_REPORT")
+        if target:
+            line = {"test": request.node.name, **values}
+            with open(target, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(line) + "\n")
+
+    return record

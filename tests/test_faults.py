@@ -59,7 +59,7 @@ def wait_for(condition, timeout: float, step: float = 0.05) -> float:
     return time.monotonic() - started
 
 
-def test_database_outage_and_recovery(order_service, tmp_path, cluster):
+def test_database_outage_and_recovery(order_service, tmp_path, cluster, measure):
     env = {"DATABASE_URL": cluster.url}
     with GunicornServer(order_service, tmp_path, env) as server:
         url = server.url
@@ -93,10 +93,18 @@ def test_database_outage_and_recovery(order_service, tmp_path, cluster):
         assert customers == [f"before-{n}" for n in range(5)]
         assert http("POST", f"{url}/orders", {"customer": "after"}).status == 201
         assert worker_pids(server.process.pid) == workers, "workers were restarted"
-    print(f"/ready 503 after {took:.2f}s; recovered {recovered:.2f}s after the database returned")
+    measure(
+        load="5 writes, then API calls during the outage",
+        fault="PostgreSQL stopped (pg_ctl -m fast), then started",
+        result=f"/ready 503 after {took:.2f}s (limit 2 s); API 503 problem+json; "
+        f"recovered {recovered:.2f}s after restart (limit 5 s), same workers",
+        acknowledged=5,
+        found=len(customers),
+        errors=0,
+    )
 
 
-def test_slow_statement_answers_504_within_the_timeout(order_service, tmp_path, cluster):
+def test_slow_statement_answers_504_within_the_timeout(order_service, tmp_path, cluster, measure):
     env = {"DATABASE_URL": cluster.url, "DB_STATEMENT_TIMEOUT_MS": "300"}
     with GunicornServer(order_service, tmp_path, env) as server:
         assert http("GET", f"{server.url}/ready").status == 200
@@ -115,9 +123,17 @@ def test_slow_statement_answers_504_within_the_timeout(order_service, tmp_path, 
         assert b"LOCK" not in answer.body and b"canceling" not in answer.body
         assert took < 5, f"the request held a worker for {took:.1f}s"
         assert http("GET", f"{server.url}/orders").status == 200
+    measure(
+        load="1 list request against a locked table",
+        fault="ACCESS EXCLUSIVE lock held; DB_STATEMENT_TIMEOUT_MS=300",
+        result=f"504 problem+json after {took:.2f}s; the next request 200",
+        errors=0,
+    )
 
 
-def test_worker_crashes_lose_no_acknowledged_write(order_service, tmp_path, postgres_database):
+def test_worker_crashes_lose_no_acknowledged_write(
+    order_service, tmp_path, postgres_database, measure
+):
     env = {"DATABASE_URL": postgres_database, "GUNICORN_THREADS": "4"}
     clients, run_seconds, kill_every = 8, 10.0, 2.0
     acknowledged: list[str] = []
@@ -171,13 +187,21 @@ def test_worker_crashes_lose_no_acknowledged_write(order_service, tmp_path, post
     assert lost == [] and duplicated == []
     assert all("HTTP" not in failure for failure in failures), failures[:5]
     assert len(failures) <= kills * clients, failures[:5]
-    print(
-        f"{kills} workers killed; {len(acknowledged)} writes acknowledged, all stored once; "
-        f"{len(failures)} requests cut with their worker"
+    measure(
+        load=f"{clients} writers, POST for {run_seconds:.0f} s",
+        fault=f"SIGKILL of a worker every {kill_every:.0f} s ({kills} kills)",
+        result=f"master replaced every worker; {len(failures)} requests cut by the kills "
+        "(connection errors, no HTTP error)",
+        sent=len(acknowledged) + len(failures),
+        errors=len(failures),
+        acknowledged=len(acknowledged),
+        found=sum(1 for name in acknowledged if stored.get(name) == 1),
     )
 
 
-def test_four_instances_start_at_once_on_an_empty_database(order_service, tmp_path, cluster):
+def test_four_instances_start_at_once_on_an_empty_database(
+    order_service, tmp_path, cluster, measure
+):
     servers = [
         GunicornServer(order_service, tmp_path / f"instance-{n}", {"DATABASE_URL": cluster.url})
         for n in range(4)
@@ -210,6 +234,14 @@ def test_four_instances_start_at_once_on_an_empty_database(order_service, tmp_pa
         cursor.execute('SELECT count(*) FROM "orders"')
         assert cursor.fetchone()[0] == 4
     connection.close()
+    measure(
+        load="4 Gunicorn instances started at once, 1 write each",
+        fault="empty database, concurrent schema bootstrap",
+        result="all 4 ready; the orders table created once",
+        acknowledged=4,
+        found=4,
+        errors=0,
+    )
 
 
 def _rss_kib(pid: int) -> int:
@@ -220,7 +252,7 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.mark.skipif(not shutil.which("wrk"), reason="wrk drives the soak (apt-get install wrk)")
-def test_soak_keeps_memory_flat(order_service, tmp_path, postgres_database):
+def test_soak_keeps_memory_flat(order_service, tmp_path, postgres_database, measure):
     """60 s at 64 connections: no error, and worker memory grows less than 10 %."""
     env = {"DATABASE_URL": postgres_database, "GUNICORN_MAX_REQUESTS": "0"}
     with GunicornServer(order_service, tmp_path, env) as server:
@@ -246,4 +278,36 @@ def test_soak_keeps_memory_flat(order_service, tmp_path, postgres_database):
     growth = {pid: after[pid] / before[pid] - 1 for pid in workers}
     assert requests > 10_000
     assert max(growth.values()) < 0.10, growth
-    print(f"soak: {requests} requests, 0 errors, RSS growth {growth}")
+    measure(
+        load="wrk, 64 connections, 60 s, GET by id",
+        fault="none (soak)",
+        result="worker RSS growth "
+        + ", ".join(f"{100 * value:+.2f} %" for value in growth.values())
+        + " (limit +10 %)",
+        sent=requests,
+        errors=0,
+    )
+
+
+def test_sigterm_under_load_answers_what_it_received(
+    order_service, tmp_path, postgres_database, measure
+):
+    from service_validator.dynamic_checks import graceful_shutdown
+
+    env = {"DATABASE_URL": postgres_database, "GUNICORN_GRACEFUL_TIMEOUT": "10"}
+    server = GunicornServer(order_service, tmp_path, env).start()
+    try:
+        outcome = graceful_shutdown(server, graceful_timeout=10)
+    finally:
+        server.stop()
+    numbers = outcome.measurements
+    assert numbers["exit_code"] == 0 and numbers["lost_after_received"] == 0
+    assert numbers["non_200"] == 0 and numbers["answered"] > 100
+    measure(
+        load="16 clients, GET /ready in a loop",
+        fault="SIGTERM to the Gunicorn master",
+        result=f"exit 0 in {numbers['exit_seconds']} s (limit 10 s); "
+        f"{numbers['reset_in_listen_queue']} reset in the listen queue before reaching the app",
+        sent=numbers["answered"] + numbers["lost_after_received"],
+        errors=numbers["lost_after_received"] + numbers["non_200"],
+    )
