@@ -12,10 +12,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import metrics
 from . import problems
-from . import security
 from . import service
 from .endpoints import BLUEPRINTS
 from .logs import configure_logging
+from .middleware import SecurityHeaders
 from .openapi import build_document
 from .settings import Settings
 from .settings import load_settings
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     app.config["DATABASE"] = database
     app.config["STORES"] = SYNC_STORES
 
-    security.install(app)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)
     problems.register_error_handlers(app)
     app.register_blueprint(service.blueprint)
     for blueprint in BLUEPRINTS:

@@ -13,9 +13,9 @@ import sys
 from datetime import UTC
 from datetime import datetime
 
-from flask import g
-from flask import has_request_context
 from gunicorn.glogging import Logger as GunicornLogger
+
+from .middleware import request_id
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -30,8 +30,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if has_request_context() and g.get("request_id"):
-            line["request_id"] = g.request_id
+        current_id = request_id()
+        if current_id:
+            line["request_id"] = current_id
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 line[key] = value

@@ -7,10 +7,10 @@ import logging
 
 from flask import Flask
 from flask import Response
-from flask import g
 from flask import request
 from werkzeug.exceptions import HTTPException
 
+from .middleware import request_id
 from .storage import Conflict
 from .storage import DatabaseUnavailable
 from .storage import InvalidValue
@@ -45,9 +45,9 @@ def problem_response(problem: Problem) -> Response:
         body["detail"] = problem.detail
     if problem.errors:
         body["errors"] = problem.errors
-    request_id = g.get("request_id")
-    if request_id:
-        body["request_id"] = request_id
+    current_id = request_id()
+    if current_id:
+        body["request_id"] = current_id
     response = Response(json.dumps(body), status=problem.status, mimetype=PROBLEM_JSON)
     response.headers.update(problem.headers)
     return response

@@ -16,13 +16,13 @@ import uuid
 from collections.abc import Callable
 from datetime import date
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from flask import Blueprint
 from flask import Response
 from flask import request
 from flask.blueprints import BlueprintSetupState
-from flask_cors import CORS
 
 from .problems import Problem
 from .security import require_api_key
@@ -92,8 +92,9 @@ def resource_blueprint(name: str, store: SyncStore) -> Blueprint:
 def _add_routes(state: BlueprintSetupState, name: str, store: SyncStore) -> None:
     """Add the routes the endpoint's settings ask for, when the Blueprint is registered."""
     settings: EndpointSettings = state.app.config["SETTINGS"].endpoints[name]
-    create_body = body_validator(settings.store, "input")
-    patch_body = body_validator(settings.store, "patch")
+    # Validators are built on first use (then cached), not at start-up.
+    create_body = partial(body_validator, settings.store, "input")
+    patch_body = partial(body_validator, settings.store, "patch")
     path = settings.path
     filterable = store.filterable
 
@@ -116,7 +117,7 @@ def _add_routes(state: BlueprintSetupState, name: str, store: SyncStore) -> None
         filters = {
             key: _parse_filter(key, filterable[key], args[key]) for key in args if key in filterable
         }
-        invalid = patch_body.errors(filters)  # a filter value must be a valid field value
+        invalid = patch_body().errors(filters)  # a filter value must be a valid field value
         if invalid:
             errors = [
                 {"parameter": e["pointer"].lstrip("/"), "detail": e["detail"]} for e in invalid
@@ -126,7 +127,7 @@ def _add_routes(state: BlueprintSetupState, name: str, store: SyncStore) -> None
         return _json({"items": items, "next_after": next_after})
 
     def create_record() -> Response:
-        record = store.create(create_body.check(json_body(request)))
+        record = store.create(create_body().check(json_body(request)))
         return _json(record, 201, {"Location": f"{path}/{record['id']}"})
 
     def get_record(record_id: int) -> Response:
@@ -138,14 +139,14 @@ def _add_routes(state: BlueprintSetupState, name: str, store: SyncStore) -> None
 
     def replace_record(record_id: int) -> Response:
         _existing_id(record_id)
-        record = store.replace(record_id, create_body.check(json_body(request)))
+        record = store.replace(record_id, create_body().check(json_body(request)))
         if record is None:
             raise _not_found(record_id)
         return _json(record)
 
     def update_record(record_id: int) -> Response:
         _existing_id(record_id)
-        record = store.update(record_id, patch_body.check(json_body(request)))
+        record = store.update(record_id, patch_body().check(json_body(request)))
         if record is None:
             raise _not_found(record_id)
         return _json(record)
@@ -171,4 +172,6 @@ def _add_routes(state: BlueprintSetupState, name: str, store: SyncStore) -> None
         add(item, "delete", "DELETE", delete_record)
     if settings.cors_origins:
         pattern = rf"^{re.escape(path)}(/.*)?$"
+        from flask_cors import CORS  # only services that list origins load it
+
         CORS(state.app, resources={pattern: {"origins": list(settings.cors_origins)}})

@@ -14,7 +14,6 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 
-import jsonschema
 from flask import Request
 
 from .problems import Problem
@@ -42,8 +41,10 @@ def _parses(parse, value: str) -> bool:
     return True
 
 
-def format_checker() -> jsonschema.FormatChecker:
+def format_checker():
     """date (YYYY-MM-DD), date-time (RFC 3339 with an offset) and uuid, checked strictly."""
+    import jsonschema
+
     checker = jsonschema.FormatChecker(formats=())
 
     @checker.checks("date")
@@ -69,6 +70,9 @@ class BodyValidator:
     """Validates one kind of request body (input or patch) of one store."""
 
     def __init__(self, schema: dict) -> None:
+        # Imported on first use: jsonschema is the heaviest import and /health never needs it.
+        import jsonschema
+
         self._validator = jsonschema.Draft202012Validator(schema, format_checker=format_checker())
 
     def errors(self, body: object) -> list[dict]:

@@ -57,7 +57,7 @@ def app(environ):
     database = app.config["DATABASE"]
     if database.dialect.postgres:
         tables = ", ".join(f'"{table.name}"' for table in database.tables)
-        database.run(lambda cursor: cursor.execute(f"DROP TABLE IF EXISTS {tables}"), write=True)
+        database.run(lambda cursor: cursor.execute(f"DROP TABLE IF EXISTS {tables}"), writes=True)
     database.close()
 
 

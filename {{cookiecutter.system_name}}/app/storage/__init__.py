@@ -1,6 +1,9 @@
-"""Persistence: stores over PostgreSQL (DATABASE_URL) or SQLite (the default)."""
+"""Persistence: stores over PostgreSQL (DATABASE_URL) or SQLite (the default).
 
-from .aio import AsyncStore
+The asynchronous API lives in app.storage.aio, imported only by code that uses it, so the
+Flask path never loads asyncio.
+"""
+
 from .database import Database
 from .database import open_database
 from .errors import Conflict
@@ -11,7 +14,6 @@ from .errors import StorageError
 from .store import SyncStore
 
 __all__ = [
-    "AsyncStore",
     "Conflict",
     "Database",
     "DatabaseUnavailable",

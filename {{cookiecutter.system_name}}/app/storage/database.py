@@ -29,7 +29,9 @@ CONNECT_TIMEOUT_S = 5
 
 
 class Database(ABC):
-    """A transaction runner: run(work) calls work(cursor) inside one transaction."""
+    """Runs work(cursor): one statement on its own (each statement is atomic), or several in
+    an explicit transaction. Single statements skip BEGIN and COMMIT, which on PostgreSQL are
+    two network round trips per request."""
 
     dialect: Dialect
 
@@ -40,8 +42,15 @@ class Database(ABC):
         self.tables.append(table)
 
     @abstractmethod
-    def run(self, work: Callable[[object], T], *, write: bool = False) -> T:
-        """Run work(cursor) in a transaction and return its result."""
+    def run(
+        self, work: Callable[[object], T], *, writes: bool = False, transaction: bool = False
+    ) -> T:
+        """Run work(cursor) and return its result.
+
+        writes: work changes data (a single write is not retried after a lost connection: it
+        may have been applied). transaction: work runs several statements that must commit
+        together.
+        """
 
     @abstractmethod
     def close(self) -> None:
@@ -119,7 +128,9 @@ class PostgresDatabase(Database):
             if self._pool is pool:
                 self._pool = None
 
-    def run(self, work: Callable[[object], T], *, write: bool = False) -> T:
+    def run(
+        self, work: Callable[[object], T], *, writes: bool = False, transaction: bool = False
+    ) -> T:
         errors = self._psycopg2.errors
         for attempt in (1, 2):
             pool = self._current_pool()
@@ -130,12 +141,19 @@ class PostgresDatabase(Database):
             except self._connection_errors as exc:
                 self._discard_pool(pool)
                 raise DatabaseUnavailable(_first_line(exc)) from None
+            if not connection.autocommit:
+                connection.autocommit = True
             committing = False
             try:
                 with connection.cursor() as cursor:
-                    result = work(cursor)
-                committing = True
-                connection.commit()
+                    if transaction:
+                        cursor.execute("BEGIN")
+                        result = work(cursor)
+                        committing = True
+                        cursor.execute("COMMIT")
+                    else:
+                        committing = writes  # a lone write commits as it runs
+                        result = work(cursor)
             except errors.QueryCanceled as exc:
                 _rollback(connection)
                 pool.putconn(connection)
@@ -153,8 +171,8 @@ class PostgresDatabase(Database):
                 _put_back(pool, connection, close=True)
                 if broken:
                     self._discard_pool(pool)
-                # Before COMMIT the server rolled the transaction back, so one retry on a
-                # fresh connection is safe; a failure during COMMIT is not retried.
+                # Work that had not reached its commit cannot have been applied, so one retry
+                # on a fresh connection is safe; a write that may have committed is not retried.
                 if broken and not committing and attempt == 1:
                     continue
                 raise DatabaseUnavailable(_first_line(exc)) from None
@@ -174,8 +192,10 @@ class PostgresDatabase(Database):
 
 
 def _rollback(connection) -> None:
+    """End a failed explicit transaction (a no-op outside one)."""
     try:
-        connection.rollback()
+        if connection.get_transaction_status() != 0:  # not idle
+            connection.cursor().execute("ROLLBACK")
     except Exception:  # a broken connection cannot roll back; it is discarded by the caller
         pass
 
@@ -246,31 +266,33 @@ class SqliteDatabase(Database):
                 raise
             self._ready_pid = os.getpid()
 
-    def run(self, work: Callable[[object], T], *, write: bool = False) -> T:
+    def run(
+        self, work: Callable[[object], T], *, writes: bool = False, transaction: bool = False
+    ) -> T:
         connection = self._connection()
         deadline = time.monotonic() + self._timeout_s
         # Abort statements that run past the timeout, as PostgreSQL's statement_timeout does.
         connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         cursor = connection.cursor()
         try:
-            cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if transaction:
+                cursor.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
             result = work(cursor)
-            cursor.execute("COMMIT")
+            if transaction:
+                cursor.execute("COMMIT")
             return result
         except sqlite3.IntegrityError as exc:
-            connection.rollback()
+            _sqlite_rollback(connection)
             if "UNIQUE" in str(exc):
                 raise Conflict(str(exc)) from None
             raise InvalidValue(str(exc)) from None
         except sqlite3.OperationalError as exc:
-            if connection.in_transaction:
-                connection.rollback()
+            _sqlite_rollback(connection)
             if "interrupted" in str(exc):
                 raise QueryTimeout(str(exc)) from None
             raise DatabaseUnavailable(str(exc)) from None
         except BaseException:
-            if connection.in_transaction:
-                connection.rollback()
+            _sqlite_rollback(connection)
             raise
         finally:
             cursor.close()
@@ -281,6 +303,11 @@ class SqliteDatabase(Database):
         if connection is not None and self._local.pid == os.getpid():
             connection.close()
         self._local = threading.local()
+
+
+def _sqlite_rollback(connection: sqlite3.Connection) -> None:
+    if connection.in_transaction:
+        connection.rollback()
 
 
 def open_database(settings: Settings) -> Database:

@@ -105,7 +105,7 @@ class SyncStore:
             cursor.execute(table.insert_sql, params)
             return table.to_record(cursor.fetchone())
 
-        return database.run(work, write=True)
+        return database.run(work, writes=True)
 
     def replace(self, record_id: int, record: dict) -> dict | None:
         """PUT: the record becomes exactly what is given (defaults for what is left out)."""
@@ -153,7 +153,8 @@ class SyncStore:
                 row = cursor.fetchone()
                 return None if row is None else table.to_record(row)
 
-        return database.run(work, write=True)
+        # A merge into a schemaless document reads, then writes: one transaction.
+        return database.run(work, writes=True, transaction=table.schemaless and merge)
 
     def delete(self, record_id: int) -> bool:
         database, table = self._bound()
@@ -162,7 +163,7 @@ class SyncStore:
             cursor.execute(table.delete_sql, (record_id,))
             return cursor.rowcount > 0
 
-        return database.run(work, write=True)
+        return database.run(work, writes=True)
 
     def ping(self) -> None:
         """Raise a StorageError unless the database answers and the table exists."""
