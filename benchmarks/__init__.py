@@ -1,0 +1,1 @@
+"""Benchmarks of the generated service against hand-written baselines: python -m benchmarks."""

@@ -1,0 +1,334 @@
+"""Medians, targets and the three result files: latest.json, latest.md and latest.png."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+PAIRS = [  # (scenario, backend) in table order
+    ("health", "-"),
+    ("get", "sqlite"),
+    ("get", "postgresql"),
+    ("post", "sqlite"),
+    ("post", "postgresql"),
+]
+SCENARIO_LABELS = {"health": "GET /health", "get": "GET /orders/<id>", "post": "POST /orders"}
+BACKEND_LABELS = {"-": "", "sqlite": " SQLite", "postgresql": " PostgreSQL"}
+RPS_TARGETS = {"health": 0.90, "get": 0.95, "post": 0.90}  # generated >= target x baseline
+P99_TARGET = 1.20  # generated p99 <= target x baseline
+STARTUP_TARGET = 1.5  # generated start-up <= target x baseline
+BAKE_SIZE = 100
+BAKE_TARGET_S = 2.0
+LINEAR_TARGET = 1.5  # seconds per component from 100 to 500 <= target x from 10 to 100
+# A sample ran disturbed when other processes used more than this many CPUs meanwhile; a
+# side's median is over its undisturbed samples when it has at least MIN_CLEAN of them.
+NOISY_CPU = 0.25
+MIN_CLEAN = 2
+
+
+SIDES = ("generated", "baseline")
+NOISE_KEYS = ("foreign_cpu", "steal_cpu", "attempts", "connections_per_worker")
+MEASURES = ("rps", "p50_ms", "p99_ms")
+
+
+def _undisturbed(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    clean = [s for s in samples if s.get("foreign_cpu", 0) <= NOISY_CPU]
+    return clean if len(clean) >= MIN_CLEAN else samples
+
+
+def _median(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return statistics.median(values) if values else None
+
+
+def _row(
+    measure: str,
+    generated: float | None,
+    baseline: float | None,
+    unit: str,
+    target: str,
+    ok: bool | None,
+) -> dict[str, Any]:
+    ratio = generated / baseline if generated is not None and baseline else None
+    return {
+        "measure": measure,
+        "generated": generated,
+        "baseline": baseline,
+        "unit": unit,
+        "ratio": ratio,
+        "target": target,
+        "met": ok,
+    }
+
+
+def summarise(
+    info: dict[str, Any],
+    samples: list[dict[str, Any]],
+    startup: list[dict[str, Any]],
+    bake: list[dict[str, Any]],
+) -> dict[str, Any]:
+    rows = []
+    summary: dict[str, Any] = {}
+    configs = list(dict.fromkeys(sample["config"] for sample in samples))
+    for config in configs:
+        for scenario, backend in PAIRS:
+            name = f"{config} {SCENARIO_LABELS[scenario]}{BACKEND_LABELS[backend]}"
+            chosen = [
+                s
+                for s in samples
+                if (s["config"], s["scenario"], s["backend"]) == (config, scenario, backend)
+            ]
+            if not chosen:
+                continue
+            used = {side: _undisturbed([s for s in chosen if s["side"] == side]) for side in SIDES}
+            medians = {
+                side: {key: _median(s[key] for s in used[side]) for key in MEASURES}
+                for side in SIDES
+            }
+            medians_all = {
+                side: {
+                    key: _median(s[key] for s in chosen if s["side"] == side) for key in MEASURES
+                }
+                for side in SIDES
+            }
+            summary[name] = {
+                "medians": medians,
+                "medians_of_all_samples": medians_all,
+                "samples_used": {side: len(used[side]) for side in SIDES},
+                "runs": {
+                    side: [
+                        {k: s.get(k) for k in ("rep", *MEASURES, "errors", *NOISE_KEYS)}
+                        for s in chosen
+                        if s["side"] == side
+                    ]
+                    for side in SIDES
+                },
+            }
+            g, b = medians["generated"], medians["baseline"]
+            rps_target = RPS_TARGETS[scenario]
+            rows.append(
+                _row(
+                    f"{name} rps",
+                    g["rps"],
+                    b["rps"],
+                    "req/s",
+                    f">= {rps_target:.2f} x",
+                    g["rps"] >= rps_target * b["rps"],
+                )
+            )
+            rows.append(_row(f"{name} p50", g["p50_ms"], b["p50_ms"], "ms", "-", None))
+            rows.append(
+                _row(
+                    f"{name} p99",
+                    g["p99_ms"],
+                    b["p99_ms"],
+                    "ms",
+                    f"<= {P99_TARGET:.2f} x",
+                    g["p99_ms"] <= P99_TARGET * b["p99_ms"],
+                )
+            )
+    for config in dict.fromkeys(item["config"] for item in startup):
+        g = _median(
+            x["seconds"] for x in startup if (x["config"], x["side"]) == (config, "generated")
+        )
+        b = _median(
+            x["seconds"] for x in startup if (x["config"], x["side"]) == (config, "baseline")
+        )
+        rows.append(
+            _row(
+                f"{config} start-up to first 200 /health",
+                g,
+                b,
+                "s",
+                f"<= {STARTUP_TARGET:.2f} x",
+                g <= STARTUP_TARGET * b,
+            )
+        )
+    bake_medians = {
+        size: _median(x["seconds"] for x in bake if x["components"] == size)
+        for size in dict.fromkeys(x["components"] for x in bake)
+    }
+    for size, seconds in bake_medians.items():
+        target = f"<= {BAKE_TARGET_S:g} s" if size == BAKE_SIZE else "-"
+        ok = seconds <= BAKE_TARGET_S if size == BAKE_SIZE else None
+        rows.append(
+            _row(f"cookiecutter --no-input, {size} components", seconds, None, "s", target, ok)
+        )
+    linearity = None
+    if {10, 100, 500} <= set(bake_medians):
+        early = (bake_medians[100] - bake_medians[10]) / 90
+        late = (bake_medians[500] - bake_medians[100]) / 400
+        linearity = {"s_per_component_10_100": early, "s_per_component_100_500": late}
+        rows.append(
+            {
+                "measure": "cookiecutter growth: s per component, 100..500 (gen.) vs 10..100",
+                "generated": late,
+                "baseline": early,
+                "unit": "s",
+                "ratio": late / early if early > 0 else None,
+                "target": f"<= {LINEAR_TARGET:g} x (about linear)",
+                "met": early > 0 and late <= LINEAR_TARGET * early,
+            }
+        )
+    return {
+        "info": info,
+        "rows": rows,
+        "summary": summary,
+        "startup": startup,
+        "bake": bake,
+        "bake_medians_s": bake_medians,
+        "bake_linearity": linearity,
+        "samples": samples,
+    }
+
+
+def _number(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "req/s":
+        return f"{value:,.0f}"
+    if unit == "ms":
+        return f"{value:.2f} ms"
+    if value < 0.1:
+        return f"{value * 1000:.2f} ms"
+    return f"{value:.3f} s"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| measure | generated | baseline | ratio | target | met? |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for row in rows:
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
+        lines.append(
+            f"| {row['measure']} | {_number(row['generated'], row['unit'])} | "
+            f"{_number(row['baseline'], row['unit'])} | {ratio} | {row['target']} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    info = results["info"]
+    m = info["machine"]
+    plan = info["plan"]
+    errors = sum(s["errors"] for s in results["samples"])
+    disturbed = sum(s.get("foreign_cpu", 0) > NOISY_CPU for s in results["samples"])
+    met = [row["met"] for row in results["rows"] if row["met"] is not None]
+    return "\n".join(
+        [
+            "# Benchmark: generated service vs hand-written baselines",
+            "",
+            f"- date: {info['date']} ({info['elapsed_s']} s)"
+            + (" - QUICK smoke run, not a measurement" if info["quick"] else ""),
+            f"- machine: {m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}, "
+            f"Python {m['python']}, {m['wrk']}",
+            f"- load average before/after: {_load(info['load_average_before'])} / "
+            f"{_load(info['load_average_after'])}",
+            f"- template: {m['template_commit'][:12]}"
+            + (" (with uncommitted changes)" if m["template_dirty"] else ""),
+            f"- wrk: -t{plan['wrk_threads']} -c{plan['connections']}, {plan['warmup_s']:g} s "
+            f"warm-up then {plan['duration_s']:g} s measured; {plan['repetitions']} repetitions "
+            f"per configuration, alternated; medians; {plan['seed_rows']} seeded rows",
+            f"- Gunicorn: 2 workers; sync = 1 thread, gthread = 4 threads; settings "
+            f"{'; '.join(f'{k}: {v}' for k, v in info['gunicorn_settings'].items())}",
+            f"- start-up: {plan['startup_repetitions']} repetitions after one unmeasured start; "
+            f"cookiecutter: {info['cookiecutter_mode']}, {plan['bake_repetitions']} repetitions",
+            f"- failed requests over all runs: {errors}; targets met: {sum(met)}/{len(met)}",
+            f"- noise: {disturbed} of {len(results['samples'])} wrk samples ran while other "
+            f"processes used > {NOISY_CPU} CPU (disturbed comparisons got extra repetitions "
+            f"while the time budget lasted); each side's median is over its undisturbed "
+            f"samples when it has >= {MIN_CLEAN}, else over all (both kinds are in latest.json)",
+            "- gthread runs start over (up to 6 times) until both workers hold some of wrk's "
+            "keep-alive connections: Gunicorn often gives all 32 to one worker, which halves "
+            "throughput at random; sync workers close every connection",
+            "",
+            "Baseline for /health and start-up: a bare Flask app (A); for GET and POST: "
+            "hand-written Flask endpoints on the same table and backend (B). Ratio = generated / "
+            "baseline (of medians).",
+            "",
+            markdown_table(results["rows"]),
+            "",
+        ]
+    )
+
+
+def _load(values: Iterable[float]) -> str:
+    return " ".join(f"{value:.2f}" for value in values)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = results["summary"]
+    names = list(summary)
+    short = [n.replace("GET /orders/<id>", "GET id").replace("PostgreSQL", "PG") for n in names]
+    figure, axes = plt.subplots(2, 2, figsize=(15, 10))
+    width = 0.4
+    positions = range(len(names))
+    for axis, key, title in (
+        (axes[0][0], "rps", "throughput (req/s, median; higher is better)"),
+        (axes[0][1], "p99_ms", "p99 latency (ms, median; lower is better)"),
+    ):
+        for offset, side, color in (
+            (-width / 2, "baseline", "#999999"),
+            (width / 2, "generated", "#1f77b4"),
+        ):
+            axis.bar(
+                [p + offset for p in positions],
+                [summary[n]["medians"][side][key] for n in names],
+                width,
+                label=side,
+                color=color,
+            )
+        axis.set_xticks(list(positions), short, rotation=35, ha="right", fontsize=8)
+        axis.set_title(title)
+        axis.legend()
+    startup = results["startup"]
+    configs = list(dict.fromkeys(x["config"] for x in startup))
+    axis = axes[1][0]
+    for offset, side, color in (
+        (-width / 2, "baseline", "#999999"),
+        (width / 2, "generated", "#1f77b4"),
+    ):
+        values = [
+            _median(x["seconds"] for x in startup if (x["config"], x["side"]) == (c, side))
+            for c in configs
+        ]
+        axis.bar([i + offset for i in range(len(configs))], values, width, label=side, color=color)
+    axis.set_xticks(range(len(configs)), configs)
+    axis.set_title("Gunicorn start to first 200 on /health (s, median)")
+    axis.legend()
+    axis = axes[1][1]
+    sizes = list(results["bake_medians_s"])
+    axis.plot(sizes, [results["bake_medians_s"][s] for s in sizes], "o-", label="median")
+    axis.axhline(BAKE_TARGET_S, color="red", linestyle="--", linewidth=1, label="2 s target (100)")
+    axis.axvline(BAKE_SIZE, color="red", linestyle=":", linewidth=1)
+    axis.set_xlabel("components in the blueprint")
+    axis.set_ylabel("s")
+    axis.set_title("cookiecutter --no-input wall time")
+    axis.legend()
+    info = results["info"]
+    figure.suptitle(
+        f"generated service vs hand-written baselines - {info['date']} - "
+        f"{info['machine']['nproc']} CPUs {info['machine']['cpu_model']}"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(results: dict[str, Any], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / "latest.json", directory / "latest.md", directory / "latest.png"]
+    paths[0].write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    paths[1].write_text(markdown(results), encoding="utf-8")
+    chart(results, paths[2])
+    return paths

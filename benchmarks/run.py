@@ -1,0 +1,400 @@
+"""python -m benchmarks [--quick]: the generated service against hand-written baselines.
+
+Writes benchmarks/results/latest.{json,md,png}. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python benchmarks/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml
+
+from benchmarks import report
+from benchmarks.harness import (
+    BENCH_DIR,
+    BIN_DIR,
+    SETTINGS_ALLOWED_TO_DIFFER,
+    CpuMeter,
+    PostgresDatabase,
+    Server,
+    ServerSpec,
+    postgres_reachable,
+    request,
+    seed_orders,
+    settings_differences,
+    wrk,
+)
+
+TEMPLATE_DIR = BENCH_DIR.parent
+BLUEPRINT = TEMPLATE_DIR / "examples" / "order_service.yaml"
+RESULTS_DIR = BENCH_DIR / "results"
+CONFIGS = {"sync": 1, "gthread": 4}  # name: Gunicorn threads per worker (2 workers each)
+WORKERS = 2
+# The comparisons: (side, backend, scenarios) of the two servers each one starts.
+UNITS = {
+    "health": [("baseline", None, ["health"]), ("generated", "sqlite", ["health"])],
+    "sqlite": [("baseline", "sqlite", ["get", "post"]), ("generated", "sqlite", ["get", "post"])],
+    "postgresql": [
+        ("baseline", "postgresql", ["get", "post"]),
+        ("generated", "postgresql", ["get", "post"]),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    repetitions: int
+    duration_s: float
+    warmup_s: float
+    startup_repetitions: int
+    bake_repetitions: int
+    bake_sizes: tuple[int, ...] = (1, 10, 100, 500)
+    seed_rows: int = 1000
+    extra_pairs: int = 2  # at most, per disturbed comparison
+    budget_s: float = 14 * 60  # no extra repetition starts that would end later than this
+    connections: int = 32
+    wrk_threads: int = 2
+
+
+FULL = Plan(repetitions=3, duration_s=8, warmup_s=2, startup_repetitions=5, bake_repetitions=3)
+QUICK = Plan(
+    repetitions=1,
+    duration_s=3,
+    warmup_s=1,
+    startup_repetitions=1,
+    bake_repetitions=1,
+    extra_pairs=0,
+)
+
+
+STARTED = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.0f} s] {message}", flush=True)
+
+
+class Bench:
+    def __init__(self, plan: Plan, work: Path) -> None:
+        self.plan = plan
+        self.work = work
+        self.generated_dir = Path(
+            cookiecutter_bake(work / "generated", {"blueprint": str(BLUEPRINT)})
+        )
+        # The baselines run from a copy beside the generated project, so both start from a
+        # directory of the same kind and compile their bytecode on the first start.
+        self.baseline_dir = work / "baseline"
+        shutil.copytree(BENCH_DIR / "baselines", self.baseline_dir)
+        self.samples: list[dict[str, Any]] = []
+        self.runs = 0
+
+    def run_dir(self, config: str, side: str, what: str) -> Path:
+        self.runs += 1
+        return self.work / "runs" / f"{self.runs:03d}-{config}-{side}-{what}"
+
+    def spec(
+        self,
+        side: str,
+        config: str,
+        backend: str | None,
+        run_dir: Path,
+        database_url: str | None = None,
+    ) -> ServerSpec:
+        """side generated or baseline; backend None (health only), sqlite or postgresql."""
+        env = {
+            "WEB_CONCURRENCY": str(WORKERS),
+            "GUNICORN_THREADS": str(CONFIGS[config]),
+            "GUNICORN_ACCESS_LOG": "-",
+            "DATA_DIR": str(run_dir / "data"),
+            "DATABASE_URL": database_url or "",
+            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus"),
+        }
+        if side == "generated":
+            return ServerSpec(f"generated/{config}", self.generated_dir, "main:app", env)
+        app = "orders_app:app" if backend else "health_app:app"
+        return ServerSpec(f"baseline/{config}/{app}", self.baseline_dir, app, env)
+
+    def check_settings(self) -> dict[str, Any]:
+        """Gunicorn must resolve the same settings for both sides, in every configuration."""
+        checked = {}
+        for config in CONFIGS:
+            run_dir = self.run_dir(config, "both", "settings")
+            generated = self.spec("generated", config, "sqlite", run_dir / "generated")
+            baseline = self.spec("baseline", config, "sqlite", run_dir / "baseline")
+            differences = settings_differences(generated, baseline, run_dir)
+            if differences:
+                raise SystemExit(f"Gunicorn settings differ ({config}): {differences}")
+            checked[config] = "identical except " + ", ".join(sorted(SETTINGS_ALLOWED_TO_DIFFER))
+        return checked
+
+    # -- throughput and latency -------------------------------------------------------------
+
+    def measure(self, server: Server, scenario: str, backend: str, side: str, **keys) -> None:
+        plan = self.plan
+        if scenario == "health":
+            script, url, args = "health.lua", f"{server.url}/health", []
+        elif scenario == "get":
+            script, url, args = "get.lua", server.url, [str(plan.seed_rows)]
+        else:
+            script, url, args = "post.lua", server.url, [uuid.uuid4().hex[:10] + "-{attempt}"]
+        options = {"connections": plan.connections, "threads": plan.wrk_threads}
+        warm_args = [uuid.uuid4().hex[:10]] if scenario == "post" else args
+        wrk(url, script, plan.warmup_s, *warm_args, **options)
+        meter = CpuMeter(server.process.pid)
+        spread = server if CONFIGS[keys["config"]] > 1 else None  # sync closes connections
+        result = wrk(
+            url, script, plan.duration_s, *args, meter=meter, spread_over=spread, **options
+        )
+        sample = {
+            "scenario": scenario,
+            "backend": backend,
+            "side": side,
+            **keys,
+            "rps": result.rps,
+            "p50_ms": result.p50_ms,
+            "p99_ms": result.p99_ms,
+            "requests": result.requests,
+            "errors": result.errors,
+            **result.noise,
+        }
+        self.samples.append(sample)
+        log(
+            f"  {keys['config']:7} {side:9} {scenario:6} {backend:10} {result.rps:8.0f} rps  "
+            f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}  "
+            f"foreign CPU {result.noise['foreign_cpu']:.2f}"
+            + (f"  connections {result.noise['connections_per_worker']}" if spread else "")
+        )
+
+    def serve(self, side: str, config: str, backend: str | None, scenarios: list[str], rep: int):
+        with ExitStack() as stack:
+            database_url = None
+            if backend == "postgresql":
+                database_url = stack.enter_context(PostgresDatabase()).url
+            run_dir = self.run_dir(config, side, backend or "health")
+            spec = self.spec(side, config, backend, run_dir, database_url)
+            server = stack.enter_context(Server(spec, run_dir))
+            server.start()
+            if backend:
+                first = seed_orders(
+                    server.port, self.plan.seed_rows, Path(spec.env["DATA_DIR"]), database_url
+                )
+                self.record_keys.setdefault(side, sorted(first))
+            for scenario in scenarios:
+                label = "-" if scenario == "health" else backend
+                self.measure(server, scenario, label, side, config=config, rep=rep)
+
+    def run_unit(self, unit: str, config: str, rep: int) -> None:
+        """Both servers of a comparison, one after the other: baseline first on even reps."""
+        pair = UNITS[unit] if rep % 2 == 0 else UNITS[unit][::-1]
+        for side, backend, scenarios in pair:
+            self.serve(side, config, backend, scenarios, rep)
+
+    def throughput(self, deadline: float) -> None:
+        self.record_keys: dict[str, list[str]] = {}
+        # Fresh server and data for every run. Within a repetition the comparisons follow one
+        # another, each as a pair of back-to-back servers; unit and pair order flip every
+        # repetition, so neither side is favoured by drift.
+        units = list(UNITS)
+        for rep in range(self.plan.repetitions):
+            for config in CONFIGS:
+                log(f"throughput: repetition {rep + 1}/{self.plan.repetitions}, {config}")
+                for unit in units if rep % 2 == 0 else units[::-1]:
+                    self.run_unit(unit, config, rep)
+        # Comparisons that other processes disturbed get up to EXTRA_PAIRS more repetitions,
+        # while the time budget lasts; report.py then takes medians over undisturbed samples.
+        rep = self.plan.repetitions
+        for _ in range(self.plan.extra_pairs):
+            for config in CONFIGS:
+                for unit in units:
+                    if not self.disturbed(config, unit):
+                        continue
+                    if time.monotonic() + self.unit_seconds(unit) > deadline:
+                        log(f"time budget spent: no extra repetition of {config} {unit}")
+                        continue
+                    log(f"extra repetition {rep + 1} of {config} {unit} (disturbed)")
+                    self.run_unit(unit, config, rep)
+            rep += 1
+        if self.record_keys.get("generated") != self.record_keys.get("baseline"):
+            raise SystemExit(f"the services return different record fields: {self.record_keys}")
+
+    def disturbed(self, config: str, unit: str) -> bool:
+        """Fewer than MIN_CLEAN undisturbed samples on a side of some measure of the unit."""
+        scenarios = {scenario for _, _, list_ in UNITS[unit] for scenario in list_}
+        backend = "-" if unit == "health" else unit
+        for scenario in scenarios:
+            for side in ("generated", "baseline"):
+                clean = [
+                    s
+                    for s in self.samples
+                    if (s["config"], s["scenario"], s["backend"], s["side"])
+                    == (config, scenario, backend, side)
+                    and s["foreign_cpu"] <= report.NOISY_CPU
+                ]
+                if len(clean) < report.MIN_CLEAN:
+                    return True
+        return False
+
+    def unit_seconds(self, unit: str) -> float:
+        measures = sum(len(scenarios) for _, _, scenarios in UNITS[unit])
+        return measures * (self.plan.warmup_s + self.plan.duration_s + 1) + 6
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def startup(self) -> list[dict[str, Any]]:
+        results = []
+        for config in CONFIGS:
+            log(f"start-up: {config}")
+            pair = [("baseline", None), ("generated", "sqlite")]
+            for rep in range(-1, self.plan.startup_repetitions):  # -1: unmeasured warm start
+                for side, backend in pair if rep % 2 == 0 else pair[::-1]:
+                    run_dir = self.run_dir(config, side, "startup")
+                    spec = self.spec(side, config, backend, run_dir)
+                    with Server(spec, run_dir) as server:
+                        seconds = server.start()
+                        status, _ = request(server.port, "GET", "/health")
+                    if rep >= 0:
+                        results.append(
+                            {"config": config, "side": side, "rep": rep, "seconds": seconds}
+                        )
+                        log(f"  {config:7} {side:9} {seconds:.3f} s to first 200 ({status})")
+        return results
+
+    # -- cookiecutter -----------------------------------------------------------------------
+
+    def bake_times(self) -> list[dict[str, Any]]:
+        sys.path.insert(0, str(TEMPLATE_DIR / "tests"))
+        from generated_blueprints import large_blueprint
+
+        files = {}
+        for size in self.plan.bake_sizes:
+            blueprint = large_blueprint(size + size % 2)  # it makes pairs: trim odd sizes
+            blueprint["components"] = blueprint["components"][:size]
+            files[size] = self.work / "blueprints" / f"components-{size}.yaml"
+            files[size].parent.mkdir(parents=True, exist_ok=True)
+            files[size].write_text(yaml.safe_dump(blueprint, sort_keys=False), encoding="utf-8")
+        results = []
+        for rep in range(self.plan.bake_repetitions):
+            sizes = self.plan.bake_sizes if rep % 2 == 0 else self.plan.bake_sizes[::-1]
+            for size in sizes:
+                out = self.work / "bakes" / f"{size}-{rep}"
+                command = [
+                    str(BIN_DIR / "cookiecutter"),
+                    "--no-input",
+                    "-o",
+                    str(out),
+                    str(TEMPLATE_DIR),
+                    f"blueprint={files[size]}",
+                ]
+                started = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True, timeout=300)
+                seconds = time.perf_counter() - started
+                shutil.rmtree(out)
+                results.append({"components": size, "rep": rep, "seconds": seconds})
+                log(f"  cookiecutter --no-input, {size:3} components: {seconds:.3f} s")
+        return results
+
+
+def cookiecutter_bake(output_dir: Path, extra_context: dict[str, str]) -> str:
+    from cookiecutter.main import cookiecutter
+
+    return cookiecutter(
+        str(TEMPLATE_DIR), no_input=True, output_dir=str(output_dir), extra_context=extra_context
+    )
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=TEMPLATE_DIR, capture_output=True, text=True)
+        return result.stdout.strip()
+
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": wrk_version.splitlines()[0] if wrk_version else "?",
+        "template_commit": git("rev-parse", "HEAD"),
+        "template_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 repetition of 3 s")
+    parser.add_argument("--repetitions", type=int, help="override the throughput repetitions")
+    parser.add_argument("--duration", type=float, help="override the seconds of each wrk run")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="results directory")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.repetitions:
+        plan = Plan(**{**asdict(plan), "repetitions": args.repetitions})
+    if args.duration:
+        plan = Plan(**{**asdict(plan), "duration_s": args.duration})
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    problem = postgres_reachable()
+    if problem:
+        raise SystemExit(f"PostgreSQL is unreachable: {problem}")
+
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="autocoder-bench-"))
+    try:
+        info = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "quick": args.quick,
+            "plan": asdict(plan),
+            "machine": machine(),
+            "load_average_before": os.getloadavg(),
+            "cookiecutter_mode": "CLI: cookiecutter --no-input -o DIR TEMPLATE blueprint=FILE",
+        }
+        log(f"baking {BLUEPRINT.name} into {work}")
+        bench = Bench(plan, work)
+        info["gunicorn_settings"] = bench.check_settings()
+        bake = bench.bake_times()
+        startup = bench.startup()
+        bench.throughput(deadline=started + plan.budget_s)
+        info["load_average_after"] = os.getloadavg()
+        info["elapsed_s"] = round(time.monotonic() - started, 1)
+        info["record_fields"] = bench.record_keys.get("generated")
+        results = report.summarise(info, bench.samples, startup, bake)
+        paths = report.write(results, args.output)
+        log("wrote " + ", ".join(str(path) for path in paths))
+        print(report.markdown_table(results["rows"]))
+    finally:
+        if args.keep:
+            log(f"scratch directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
