@@ -46,17 +46,24 @@ def openapi_valid(server: GunicornServer) -> tuple[Passed, dict]:
     return Passed(f"OpenAPI {version} document is valid ({len(document['paths'])} paths)"), document
 
 
-def _valid_body(server: GunicornServer, path: str, method: str) -> object:
-    """The smallest body schemathesis generates as valid for an operation."""
+def _valid_post_bodies(document: dict, paths: list[str]) -> dict[str, object]:
+    """For each path, the smallest POST body schemathesis generates as valid, from the
+    already-fetched OpenAPI document (parsed once, not per collection)."""
     import schemathesis
     from hypothesis import HealthCheck, find, settings
 
-    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    operation = next(op for op in operations if op.path == path and op.method.upper() == method)
-    strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode.POSITIVE)
+    schema = schemathesis.openapi.from_dict(document)
+    posts = {
+        op.path: op
+        for op in (result.ok() for result in schema.get_all_operations())
+        if op.method.upper() == "POST" and op.path in paths
+    }
     quiet = settings(database=None, suppress_health_check=list(HealthCheck), max_examples=200)
-    return find(strategy, lambda case: True, settings=quiet).body
+    mode = schemathesis.GenerationMode.POSITIVE
+    return {
+        path: find(operation.as_strategy(generation_mode=mode), lambda _: True, settings=quiet).body
+        for path, operation in posts.items()
+    }
 
 
 def _collections(document: dict) -> list[str]:
@@ -69,7 +76,9 @@ def _collections(document: dict) -> list[str]:
 
 def crud_round_trip(server: GunicornServer, document: dict, headers: dict) -> Passed:
     done = []
-    for path in _collections(document):
+    collections = _collections(document)
+    bodies = _valid_post_bodies(document, collections)
+    for path in collections:
         operations = document["paths"][path]
         item_ops = document["paths"].get(f"{path}/{{id}}", {})
         if "get" in operations:
@@ -79,7 +88,7 @@ def crud_round_trip(server: GunicornServer, document: dict, headers: dict) -> Pa
         if "post" not in operations:
             done.append(f"{path} (read-only: list)")
             continue
-        body = _valid_body(server, path, "POST")
+        body = bodies[path]
         created = http("POST", f"{server.url}{path}", body, headers)
         if created.status != 201:
             raise CheckFailed(
@@ -206,15 +215,21 @@ def load(server: GunicornServer, document: dict, headers: dict, seconds: int, co
     return Passed(f"{connections} connections x {seconds}s, all 2xx: {summary}", measured)
 
 
-def _metric_sum(text: str, name: str) -> float:
-    return sum(
-        float(value)
-        for value in re.findall(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.MULTILINE)
-    )
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples (Prometheus text format) whose labels include the given ones."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
+        if not match:
+            continue
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(1) or ""))
+        if all(found.get(key) == value for key, value in labels.items()):
+            total += float(match.group(2))
+    return total
 
 
 def _request_total(server: GunicornServer) -> float:
-    return _metric_sum(
+    return metric_total(
         http("GET", f"{server.url}/metrics").body.decode(), "flask_http_request_total"
     )
 

@@ -12,11 +12,8 @@ from pathlib import Path
 
 from service_validator.server import free_port
 
-BIN_DIR = (
-    Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
-    if glob.glob("/usr/lib/postgresql/*/bin")
-    else None
-)
+_SERVER_BIN_DIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+BIN_DIR = Path(_SERVER_BIN_DIRS[-1]) if _SERVER_BIN_DIRS else None
 
 
 def _as_postgres(command: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, bake
 
+from service_validator.dynamic_checks import metric_total
 from service_validator.server import GUNICORN, GunicornServer, http
 
 REQUESTS_PER_ROUND = 40
@@ -27,19 +27,6 @@ def order_service(tmp_path_factory):
 @pytest.fixture(scope="module")
 def seed_service(tmp_path_factory):
     return bake(tmp_path_factory.mktemp("bake"), blueprint=str(SEED_BLUEPRINT))
-
-
-def metric_total(text: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include the given ones."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-        if not match:
-            continue
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(1)))
-        if all(found.get(key) == value for key, value in labels.items()):
-            total += float(match.group(2))
-    return total
 
 
 def crud_round_trip(url: str, path: str, first: dict, second: dict) -> None:

@@ -117,7 +117,8 @@ def _add_routes(state: BlueprintSetupState, name: str, store: SyncStore) -> None
         filters = {
             key: _parse_filter(key, filterable[key], args[key]) for key in args if key in filterable
         }
-        invalid = patch_body().errors(filters)  # a filter value must be a valid field value
+        # A filter value must be a valid field value; a plain page request validates nothing.
+        invalid = patch_body().errors(filters) if filters else []
         if invalid:
             errors = [
                 {"parameter": e["pointer"].lstrip("/"), "detail": e["detail"]} for e in invalid
