@@ -174,28 +174,25 @@ def _remove_hooks(app: Any, predicate: Callable[[Callable], bool]) -> Callable[[
 
 
 @contextmanager
-def without_metrics(app: Any) -> Iterator[None]:
-    restore = _remove_hooks(app, lambda f: f.__module__.startswith("prometheus_flask_exporter"))
+def without_middleware(app: Any, name: str) -> Iterator[None]:
+    """The app with the WSGI middleware class `name` spliced out of app.wsgi_app's chain."""
+    holder, layer = app, app.wsgi_app
+    while type(layer).__name__ != name:
+        holder, layer = layer, layer.wsgi_app  # each middleware keeps the app it wraps there
+    holder.wsgi_app = layer.wsgi_app
     try:
         yield
     finally:
-        restore()
+        holder.wsgi_app = layer
 
 
 @contextmanager
-def without_security_hooks(app: Any) -> Iterator[None]:
-    """Without the request id and security headers: a WSGI middleware or Flask hooks."""
-    wsgi_app = app.wsgi_app
-    if type(wsgi_app).__name__ == "SecurityHeaders":
-        app.wsgi_app = wsgi_app.wsgi_app
-        try:
-            yield
-        finally:
-            app.wsgi_app = wsgi_app
-        return
-    restore = _remove_hooks(app, lambda f: f.__module__ == "app.security")
+def without_metrics(app: Any) -> Iterator[None]:
+    """Without the request metrics: their middleware and the hook that feeds it the URL rule."""
+    restore = _remove_hooks(app, lambda f: f.__module__ == "app.metrics")
     try:
-        yield
+        with without_middleware(app, "RequestMetrics"):
+            yield
     finally:
         restore()
 
@@ -210,8 +207,8 @@ def patched(target: Any, name: str, value: Any) -> Iterator[None]:
         setattr(target, name, original)
 
 
-# Stand-ins for Database.run (any version of its signature): the bare minimum a hand-written
-# store does, to price what the generated run() adds around the statement.
+# Stand-ins for Database.run: the bare minimum a hand-written store does, to price what the
+# generated run() adds around the statement.
 
 
 def _sqlite_lean_run(self, work, **options):
@@ -244,8 +241,8 @@ def ablations(apps: Apps, backend: str) -> dict[str, Callable[[], Any]]:
 
     app = apps.generated
     result: dict[str, Callable[[], Any]] = {
-        "no Prometheus hooks": lambda: without_metrics(app),
-        "no request id / security headers hooks": lambda: without_security_hooks(app),
+        "no request metrics": lambda: without_metrics(app),
+        "no request id / security headers": lambda: without_middleware(app, "SecurityHeaders"),
         "no JSON Schema validation": lambda: patched(
             validation.BodyValidator, "errors", lambda self, body: []
         ),
@@ -393,9 +390,9 @@ def _short_path(path: str) -> str:
 FEATURES = [
     ("access log line (Gunicorn's logger)", ["glogging.py"]),
     ("access log line (generated JSON logger)", ["app/logs.py"]),
-    ("Prometheus exporter hooks", ["prometheus_flask_exporter", "prometheus_client"]),
-    ("request id / security headers hooks", ["app/security.py"]),
-    ("body validation", ["app/validation.py", "jsonschema", "order_errors (orders_app.py"]),
+    ("request metrics", ["app/metrics.py", "prometheus_flask_exporter", "prometheus_client"]),
+    ("request id / security headers", ["app/middleware.py"]),
+    ("body validation", ["app/validation.py", "order_errors (orders_app.py"]),
     (
         "database: store, driver, SQL, row conversion",
         [

@@ -10,7 +10,7 @@ import re
 import uuid
 from datetime import date, datetime
 
-import jsonschema
+import jsonschema_rs
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -118,21 +118,15 @@ _DATETIME = re.compile(
 )
 
 
-def _is_date(value: object) -> bool:
-    if not isinstance(value, str):
-        return True  # the type keyword reports other kinds
+def _is_date(value: str) -> bool:
     return bool(_DATE.match(value)) and _parses(date.fromisoformat, value)
 
 
-def _is_datetime(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
+def _is_datetime(value: str) -> bool:
     return bool(_DATETIME.match(value)) and _parses(datetime.fromisoformat, value)
 
 
-def _is_uuid(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
+def _is_uuid(value: str) -> bool:
     return _parses(uuid.UUID, value) and len(value) == 36
 
 
@@ -144,10 +138,26 @@ def _parses(parse, value: str) -> bool:
     return True
 
 
-def format_checker() -> jsonschema.FormatChecker:
-    """Checks date (YYYY-MM-DD), date-time (RFC 3339, with offset) and uuid strings."""
-    checker = jsonschema.FormatChecker(formats=())
-    checker.checks("date")(_is_date)
-    checker.checks("date-time")(_is_datetime)
-    checker.checks("uuid")(_is_uuid)
-    return checker
+# The generated service's formats (app/validation.py): date (YYYY-MM-DD), date-time (RFC 3339
+# with an offset) and uuid strings.
+FORMATS = {"date": _is_date, "date-time": _is_datetime, "uuid": _is_uuid}
+
+
+def value_validator(schema: dict) -> jsonschema_rs.Validator:
+    """Judges field values as the generated service does: jsonschema-rs, ECMA-262 patterns
+    and its strict formats; defaults, examples and test samples must pass it."""
+    return jsonschema_rs.Draft202012Validator(schema, validate_formats=True, formats=FORMATS)
+
+
+def pattern_error(pattern: str) -> str | None:
+    """Why a field's pattern cannot be used, or None. Patterns are ECMA-262 regular
+    expressions (JSON Schema's dialect), which the service's validator runs."""
+    try:
+        value_validator({"pattern": pattern})
+    except jsonschema_rs.ValidationError:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            return f"not a valid regular expression: {exc}"
+        return "not a valid regular expression in JSON Schema's dialect (ECMA-262)"
+    return None

@@ -15,11 +15,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jsonschema
-
 from . import legacy, schema_check
 from .diagnostics import Diagnostic, Positions, Report
-from .field_types import FIELD_OPTIONS, field_json_schema, format_checker
+from .field_types import FIELD_OPTIONS, field_json_schema, pattern_error, value_validator
 from .samples import field_samples
 from .yaml_source import read_file
 
@@ -188,13 +186,12 @@ def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
         if low in spec and high in spec and spec[low] > spec[high]:
             report.error(path + (low,), f"{low} {spec[low]} is above {high} {spec[high]}")
     if "pattern" in spec:
-        try:
-            re.compile(spec["pattern"])
-        except re.error as exc:
-            report.error(path + ("pattern",), f"not a valid regular expression: {exc}")
+        problem = pattern_error(spec["pattern"])
+        if problem:
+            report.error(path + ("pattern",), problem)
             return
     own_schema = field_json_schema(spec)
-    checker = jsonschema.Draft202012Validator(own_schema, format_checker=format_checker())
+    checker = value_validator(own_schema)
     for option in ("default", "example"):
         if option in spec:
             problems = [error.message for error in checker.iter_errors(spec[option])]
@@ -202,9 +199,7 @@ def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
                 report.error(
                     path + (option,), f"{schema_check.short(spec[option])} fails: {problems[0]}"
                 )
-    bare = jsonschema.Draft202012Validator(
-        {key: item for key, item in own_schema.items() if key != "enum"}
-    )
+    bare = value_validator({key: item for key, item in own_schema.items() if key != "enum"})
     for index, value in enumerate(spec.get("enum", [])):
         problems = [error.message for error in bare.iter_errors(value)]
         if problems:

@@ -10,9 +10,7 @@ import random
 import re
 import string
 
-import jsonschema
-
-from .field_types import field_json_schema, format_checker
+from .field_types import field_json_schema, value_validator
 
 try:  # Python 3.11+
     import re._constants as regex_constants  # type: ignore[import-not-found]
@@ -111,10 +109,7 @@ def _pattern_value(pattern: str, index: int, spec: dict) -> str | None:
 
 
 def _fits(value: object, spec: dict) -> bool:
-    checker = jsonschema.Draft202012Validator(
-        field_json_schema(spec), format_checker=format_checker()
-    )
-    return checker.is_valid(value)
+    return value_validator(field_json_schema(spec)).is_valid(value)
 
 
 def _candidate(name: str, spec: dict, index: int) -> object:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from flask import has_request_context
 from flask import request
@@ -33,8 +33,11 @@ class SecurityHeaders:
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ: dict, start_response):
-        given = environ.get(_REQUEST_ID_ENVIRON, "")
-        request_id = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        given = environ.get(_REQUEST_ID_ENVIRON)
+        if given and _SAFE_REQUEST_ID.match(given):
+            request_id = given
+        else:
+            request_id = os.urandom(16).hex()  # as random as uuid4().hex, and cheaper
         environ[REQUEST_ID_KEY] = request_id
 
         def start(status: str, headers: list, exc_info=None):

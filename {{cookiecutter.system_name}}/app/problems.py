@@ -10,6 +10,7 @@ from flask import Response
 from flask import request
 from werkzeug.exceptions import HTTPException
 
+from .metrics import EXCEPTION_KEY
 from .middleware import request_id
 from .storage import Conflict
 from .storage import DatabaseUnavailable
@@ -84,6 +85,7 @@ def _invalid(error: InvalidValue) -> Response:
 
 def _unexpected(error: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
+    request.environ[EXCEPTION_KEY] = True  # counted in flask_http_request_exceptions_total
     return problem_response(Problem(500, "Internal Server Error", "an unexpected error occurred"))
 
 

@@ -14,7 +14,9 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 
+import jsonschema_rs
 from flask import Request
+from jsonschema_rs import ValidationErrorKind as ErrorKind
 
 from .problems import Problem
 
@@ -41,61 +43,54 @@ def _parses(parse, value: str) -> bool:
     return True
 
 
-def format_checker():
-    """date (YYYY-MM-DD), date-time (RFC 3339 with an offset) and uuid, checked strictly."""
-    import jsonschema
+def _is_date(value: str) -> bool:
+    return bool(_DATE.match(value)) and _parses(date.fromisoformat, value)
 
-    checker = jsonschema.FormatChecker(formats=())
 
-    @checker.checks("date")
-    def is_date(value: object) -> bool:
-        return not isinstance(value, str) or (
-            bool(_DATE.match(value)) and _parses(date.fromisoformat, value)
-        )
+def _is_datetime(value: str) -> bool:
+    return bool(_DATETIME.match(value)) and _parses(datetime.fromisoformat, value)
 
-    @checker.checks("date-time")
-    def is_datetime(value: object) -> bool:
-        return not isinstance(value, str) or (
-            bool(_DATETIME.match(value)) and _parses(datetime.fromisoformat, value)
-        )
 
-    @checker.checks("uuid")
-    def is_uuid(value: object) -> bool:
-        return not isinstance(value, str) or (len(value) == 36 and _parses(uuid.UUID, value))
+def _is_uuid(value: str) -> bool:
+    return len(value) == 36 and _parses(uuid.UUID, value)
 
-    return checker
+
+# date (YYYY-MM-DD), date-time (RFC 3339 with an offset) and uuid, checked strictly: a value
+# that passes is one the database and Python's datetime accept (no leap second, no 24:00).
+FORMATS = {"date": _is_date, "date-time": _is_datetime, "uuid": _is_uuid}
 
 
 class BodyValidator:
-    """Validates one kind of request body (input or patch) of one store."""
+    """Validates one kind of request body (input or patch) of one store.
+
+    jsonschema-rs validates a body in a few microseconds, where a pure-Python validator
+    takes about 50; its patterns follow ECMA-262, as JSON Schema and OpenAPI say they do.
+    """
 
     def __init__(self, schema: dict) -> None:
-        # Imported on first use: jsonschema is the heaviest import and /health never needs it.
-        import jsonschema
-
-        self._validator = jsonschema.Draft202012Validator(schema, format_checker=format_checker())
+        self._validator = jsonschema_rs.Draft202012Validator(
+            schema, validate_formats=True, formats=FORMATS
+        )
 
     def errors(self, body: object) -> list[dict]:
         found = []
         for error in self._validator.iter_errors(body):
-            pointer = "".join(f"/{_escape(part)}" for part in error.absolute_path)
-            if error.validator == "additionalProperties":
-                known = error.schema.get("properties", {})
-                for name in sorted(set(body) - set(known)):
+            pointer = "".join(f"/{_escape(part)}" for part in error.instance_path)
+            kind = error.kind
+            if isinstance(kind, ErrorKind.AdditionalProperties):
+                for name in sorted(kind.unexpected):
                     found.append(
                         {"pointer": f"{pointer}/{_escape(name)}", "detail": "unknown field"}
                     )
-            elif error.validator == "required":
-                for name in error.validator_value:
-                    if name not in error.instance:
-                        found.append(
-                            {"pointer": f"{pointer}/{_escape(name)}", "detail": "required"}
-                        )
+            elif isinstance(kind, ErrorKind.Required):
+                found.append(
+                    {"pointer": f"{pointer}/{_escape(kind.property)}", "detail": "required"}
+                )
             else:
                 found.append({"pointer": pointer, "detail": _short(error.message)})
             if len(found) >= MAX_ERRORS:
                 break
-        return found
+        return found[:MAX_ERRORS]
 
     def check(self, body: object) -> dict:
         if not isinstance(body, dict):

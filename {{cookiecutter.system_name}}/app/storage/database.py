@@ -5,6 +5,7 @@ Gunicorn master (also with preload_app) is ever shared with a forked worker.
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
@@ -234,6 +235,11 @@ class SqliteDatabase(Database):
                 self.path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False
             )
             connection.execute("PRAGMA synchronous=NORMAL")
+            # Abort statements that run past their deadline, as PostgreSQL's statement_timeout
+            # does; run() sets the deadline, the handler is installed once per connection.
+            local = self._local
+            local.deadline = math.inf
+            connection.set_progress_handler(lambda: time.monotonic() > local.deadline, 10_000)
             self._prepare_file(connection)
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(f"{self.path}: {exc}") from None
@@ -270,9 +276,7 @@ class SqliteDatabase(Database):
         self, work: Callable[[object], T], *, writes: bool = False, transaction: bool = False
     ) -> T:
         connection = self._connection()
-        deadline = time.monotonic() + self._timeout_s
-        # Abort statements that run past the timeout, as PostgreSQL's statement_timeout does.
-        connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        self._local.deadline = time.monotonic() + self._timeout_s
         cursor = connection.cursor()
         try:
             if transaction:
@@ -296,7 +300,6 @@ class SqliteDatabase(Database):
             raise
         finally:
             cursor.close()
-            connection.set_progress_handler(None, 0)
 
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)
