@@ -243,9 +243,10 @@ def markdown(results: dict[str, Any]) -> str:
             f"processes used > {NOISY_CPU} CPU (disturbed comparisons got extra repetitions "
             f"while the time budget lasted); each side's median is over its undisturbed "
             f"samples when it has >= {MIN_CLEAN}, else over all (both kinds are in latest.json)",
-            "- gthread runs start over (up to 6 times) until both workers hold some of wrk's "
-            "keep-alive connections: Gunicorn often gives all 32 to one worker, which halves "
-            "throughput at random; sync workers close every connection",
+            "- gthread runs start over (up to 30 times, 0.3 s each) until each worker holds at "
+            "least 3/4 of an even share of wrk's keep-alive connections (12 of 32): Gunicorn "
+            "often gives most or all to one worker, and throughput then follows the split; sync "
+            "workers close every connection",
             "",
             "Baseline for /health and start-up: a bare Flask app (A); for GET and POST: "
             "hand-written Flask endpoints on the same table and backend (B). Ratio = generated / "
