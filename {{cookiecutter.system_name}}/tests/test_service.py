@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from openapi_spec_validator import validate
+from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
 from helpers import SETTINGS
@@ -38,13 +39,54 @@ def test_ready_names_the_stores_that_fail(environ):
     assert response.mimetype == PROBLEM_JSON
 
 
-def test_metrics_count_requests(client):
+def _metric(client, name: str, **labels: str) -> float:
+    """The sum of a metric's samples that carry these labels, as /metrics reports it now."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def test_metrics_count_requests_by_route_and_status(client):
+    duration = "flask_http_request_duration_seconds_count"
+    health = {"method": "GET", "url_rule": "/health", "status": "200"}
+    unmatched = {"method": "GET", "url_rule": "None", "status": "404"}
+    other_method = {"method": "other", "status": "405"}
+    before = [
+        _metric(client, duration, **health),
+        _metric(client, duration, **unmatched),
+        _metric(client, "flask_http_request_total", **other_method),
+    ]
     for _ in range(3):
         client.get("/health")
-    text = client.get("/metrics").get_data(as_text=True)
-    pattern = r'flask_http_request_total\{[^}]*method="GET"[^}]*status="200"[^}]*\} (\S+)'
-    counted = sum(float(value) for value in re.findall(pattern, text))
-    assert counted >= 3
+    client.get("/no/such/path")
+    client.open("/health", method="BREW")  # any method a client invents shares one label
+    after = [
+        _metric(client, duration, **health),
+        _metric(client, duration, **unmatched),
+        _metric(client, "flask_http_request_total", **other_method),
+    ]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 1, 1]
+    assert _metric(client, duration, url_rule="/metrics") == 0  # scrapes are not counted
+
+
+def test_metrics_count_unexpected_errors(environ):
+    app = create_app(environ=environ)
+
+    def fail():
+        raise RuntimeError("a bug")
+
+    app.add_url_rule("/fail", "fail", fail)
+    client = app.test_client()
+    labels = {"method": "GET", "status": "500"}
+    before = _metric(client, "flask_http_request_exceptions_total", **labels)
+    response = client.get("/fail")
+    assert response.status_code == 500
+    assert response.mimetype == PROBLEM_JSON
+    assert _metric(client, "flask_http_request_exceptions_total", **labels) == before + 1
 
 
 def _openapi_path(rule: str) -> str:
