@@ -385,13 +385,12 @@ def _short_path(path: str) -> str:
 # -- py-spy under load ---------------------------------------------------------------------------
 
 # A sample counts for the first feature with a frame anywhere in its stack (inclusive cost);
-# failing that, for the generic bucket of the frame nearest the leaf. Frames read
-# "function (file:line)".
+# failing that, for the bucket of the frame nearest the leaf among the WSGI middleware (which
+# wrap every request, so only their own frames and the libraries they call count as theirs)
+# and the generic buckets. Frames read "function (file:line)".
 FEATURES = [
     ("access log line (Gunicorn's logger)", ["glogging.py"]),
     ("access log line (generated JSON logger)", ["app/logs.py"]),
-    ("request metrics", ["app/metrics.py", "prometheus_flask_exporter", "prometheus_client"]),
-    ("request id / security headers", ["app/middleware.py"]),
     ("body validation", ["app/validation.py", "order_errors (orders_app.py"]),
     (
         "database: store, driver, SQL, row conversion",
@@ -404,7 +403,9 @@ FEATURES = [
         ],
     ),
 ]
-GENERIC = [
+NEAREST_LEAF = [
+    ("request metrics", ["app/metrics.py", "prometheus_flask_exporter", "prometheus_client"]),
+    ("request id / security headers", ["app/middleware.py"]),
     ("stdlib json", ["json/"]),
     ("logging module (error log, app log)", ["logging/"]),
     ("Flask / Werkzeug", ["flask/", "werkzeug/"]),
@@ -417,7 +418,7 @@ def classify(stack: str) -> str:
         if any(marker in stack for marker in markers):
             return bucket
     for frame in stack.split(";")[::-1]:  # leaf first
-        for bucket, markers in GENERIC:
+        for bucket, markers in NEAREST_LEAF:
             if any(marker in frame for marker in markers):
                 return bucket
     return "other"
