@@ -67,14 +67,14 @@ class Plan:
     bake_sizes: tuple[int, ...] = (1, 10, 100, 500)
     seed_rows: int = 1000
     extra_pairs: int = 2  # at most, per disturbed comparison
-    budget_s: float = 16 * 60  # no extra repetition starts that would end later than this
+    budget_s: float = 18 * 60  # no extra repetition starts that would end later than this
     connections: int = 32
     wrk_threads: int = 2
 
 
-# Five short runs a side rather than three long ones: on 2 shared cores single runs of the same
-# server differ by up to 20 %, and the median of five is steadier than that of three.
-FULL = Plan(repetitions=5, duration_s=5, warmup_s=1, startup_repetitions=7, bake_repetitions=3)
+# Seven short runs a side rather than three long ones: on 2 shared cores single runs of the
+# same server differ by up to a quarter, and the median of seven is steadier than that of three.
+FULL = Plan(repetitions=7, duration_s=4, warmup_s=1, startup_repetitions=7, bake_repetitions=3)
 QUICK = Plan(
     repetitions=1,
     duration_s=3,
@@ -126,6 +126,9 @@ class Bench:
             "DATA_DIR": str(run_dir / "data"),
             "DATABASE_URL": database_url or "",
             "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus"),
+            # No worker recycling (both sides): at these rates the default 10,000 requests
+            # fall inside some runs and not others, and a restart costs a worker ~0.3 s.
+            "GUNICORN_MAX_REQUESTS": "0",
         }
         if side == "generated":
             return ServerSpec(f"generated/{config}", self.generated_dir, "main:app", env)

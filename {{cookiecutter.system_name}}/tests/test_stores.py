@@ -7,6 +7,8 @@ import importlib
 
 import pytest
 
+from app import create_app
+from app.storage import QueryTimeout
 from helpers import SAMPLES
 from helpers import STORES
 from helpers import same_values
@@ -70,3 +72,27 @@ def test_async_store_creates_no_event_loop_per_call(app, name, monkeypatch):
     finally:
         loop.close()
     assert fetched is not None
+
+
+def test_statement_past_the_timeout_is_aborted(environ):
+    """A statement running past DB_STATEMENT_TIMEOUT_MS stops with QueryTimeout (a 504), on
+    SQLite as on PostgreSQL, and the next statement on the same connection runs normally."""
+    app = create_app(environ={**environ, "DB_STATEMENT_TIMEOUT_MS": "200"})
+    database = app.config["DATABASE"]
+    # Seconds of work on either database, far past the timeout, yet bounded.
+    slow = (
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000000) "
+        "SELECT count(*) FROM n"
+    )
+
+    def select_one(cursor) -> tuple:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone()
+
+    try:
+        with pytest.raises(QueryTimeout):
+            database.run(lambda cursor: cursor.execute(slow))
+        for _ in range(3):  # the deadline is per statement, not per connection
+            assert database.run(select_one) == (1,)
+    finally:
+        database.close()
