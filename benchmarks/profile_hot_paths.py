@@ -159,20 +159,6 @@ class Apps:
 # -- ablations: one feature of the generated app off at a time -----------------------------------
 
 
-def _remove_hooks(app: Any, predicate: Callable[[Callable], bool]) -> Callable[[], None]:
-    saved = []
-    for registry in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
-        functions = registry.get(None, [])
-        saved.append((registry, list(functions)))
-        functions[:] = [f for f in functions if not predicate(f)]
-
-    def restore() -> None:
-        for registry, functions in saved:
-            registry[None] = functions
-
-    return restore
-
-
 @contextmanager
 def without_middleware(app: Any, name: str) -> Iterator[None]:
     """The app with the WSGI middleware class `name` spliced out of app.wsgi_app's chain."""
@@ -188,13 +174,16 @@ def without_middleware(app: Any, name: str) -> Iterator[None]:
 
 @contextmanager
 def without_metrics(app: Any) -> Iterator[None]:
-    """Without the request metrics: their middleware and the hook that feeds it the URL rule."""
-    restore = _remove_hooks(app, lambda f: f.__module__ == "app.metrics")
+    """Without the request metrics: their middleware and the request class that feeds it."""
+    from flask import Request
+
+    request_class = app.request_class
+    app.request_class = Request
     try:
         with without_middleware(app, "RequestMetrics"):
             yield
     finally:
-        restore()
+        app.request_class = request_class
 
 
 @contextmanager

@@ -15,14 +15,15 @@ from __future__ import annotations
 from time import perf_counter
 
 from flask import Flask
-from flask import request
+from flask import Request
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Histogram
 from prometheus_flask_exporter import PrometheusMetrics
+from werkzeug.routing import Rule
 
 METRICS_PATH = "/metrics"
-URL_RULE_KEY = "service.url_rule"  # set by the app for each request, read by the middleware
+URL_RULE_KEY = "service.url_rule"  # set by MetricsRequest, read by the middleware
 EXCEPTION_KEY = "service.exception"  # set when an unexpected error produced the answer
 UNMATCHED = "None"  # the url_rule label of requests no route matched, as the exporter has it
 # Other request methods share one label value, so clients cannot add label values at will.
@@ -99,10 +100,20 @@ class RequestMetrics:
             exceptions.inc()
 
 
-def _remember_url_rule() -> None:
-    """Keep the matched rule where the middleware finds it after Flask's request is gone."""
-    rule = request.url_rule
-    request.environ[URL_RULE_KEY] = UNMATCHED if rule is None else rule.rule
+class MetricsRequest(Request):
+    """Flask's request, also keeping the matched URL rule in the WSGI environ, where the
+    middleware finds it once Flask's request is gone (cheaper than a before_request hook)."""
+
+    _url_rule: Rule | None = None
+
+    @property
+    def url_rule(self) -> Rule | None:
+        return self._url_rule
+
+    @url_rule.setter
+    def url_rule(self, rule: Rule | None) -> None:
+        self._url_rule = rule
+        self.environ[URL_RULE_KEY] = UNMATCHED if rule is None else rule.rule
 
 
 def install(app: Flask, version: str) -> PrometheusMetrics:
@@ -112,6 +123,6 @@ def install(app: Flask, version: str) -> PrometheusMetrics:
     registry = CollectorRegistry()
     exporter = PrometheusMetrics(app, path=METRICS_PATH, registry=registry, export_defaults=False)
     exporter.info("app_info", "Service version", version=version)
-    app.before_request(_remember_url_rule)
+    app.request_class = MetricsRequest
     app.wsgi_app = RequestMetrics(app.wsgi_app, registry)
     return exporter

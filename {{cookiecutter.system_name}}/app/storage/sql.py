@@ -133,6 +133,8 @@ class Table:
         self.kinds = dict(zip(columns, kinds, strict=True))
         self.writers = {column: dialect.writer(kind) for column, kind in self.kinds.items()}
         self._readers = [(c, dialect.reader(k)) for c, k in self.kinds.items()]
+        # Only the columns whose values need converting are visited per row.
+        self._conversions = [(c, read) for c, read in self._readers if read is not _identity]
         self._timestamp_reader = dialect.reader("datetime")
         everything = ", ".join(quote(c) for c in (*SYSTEM_COLUMNS, *columns))
         p = dialect.placeholder
@@ -190,8 +192,9 @@ class Table:
             record = {"id": record_id, **document}
         else:
             record = {"id": record_id}
-            for (column, read), value in zip(self._readers, values, strict=True):
-                record[column] = read(value)
+            record.update(zip(self.columns, values, strict=True))
+            for column, read in self._conversions:
+                record[column] = read(record[column])
         record["created_at"] = self._timestamp_reader(created_at)
         record["updated_at"] = self._timestamp_reader(updated_at)
         return record
