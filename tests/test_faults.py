@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from http.client import HTTPException
 from pathlib import Path
 
 import psycopg2
@@ -150,7 +151,7 @@ def test_worker_crashes_lose_no_acknowledged_write(
                 name = f"write-{next(counter)}"
                 try:
                     answer = http("POST", f"{server.url}/orders", {"customer": name}, timeout=10)
-                except OSError as error:  # the connection died with its worker
+                except (OSError, HTTPException) as error:  # died with its worker
                     with lock:
                         failures.append(f"{name}: {type(error).__name__}")
                     continue
