@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import re
 import string
+from collections.abc import Callable
 
 from .field_types import field_json_schema, value_validator
 
@@ -92,7 +93,7 @@ def _emit(parsed, rng: random.Random) -> str:
     return "".join(out)
 
 
-def _pattern_value(pattern: str, index: int, spec: dict) -> str | None:
+def _pattern_value(pattern: str, index: int, fits: Callable[[object], bool]) -> str | None:
     try:
         parsed = regex_parser.parse(pattern)
     except re.error:
@@ -103,22 +104,18 @@ def _pattern_value(pattern: str, index: int, spec: dict) -> str | None:
             candidate = _emit(parsed, rng)
         except _Unsupported:
             return None
-        if _fits(candidate, spec):
+        if fits(candidate):
             return candidate
     return None
 
 
-def _fits(value: object, spec: dict) -> bool:
-    return value_validator(field_json_schema(spec)).is_valid(value)
-
-
-def _candidate(name: str, spec: dict, index: int) -> object:
+def _candidate(name: str, spec: dict, index: int, fits: Callable[[object], bool]) -> object:
     kind = spec["type"]
     if "enum" in spec:
         return spec["enum"][index % len(spec["enum"])]
     if kind in ("string", "text"):
         if "pattern" in spec:
-            return _pattern_value(spec["pattern"], index, spec)
+            return _pattern_value(spec["pattern"], index, fits)
         low, high = spec.get("min_length", 0), spec.get("max_length", 10_000)
         text = f"{name} {index + 1}"[:high]
         return text + "x" * max(0, low - len(text))
@@ -140,12 +137,13 @@ def _candidate(name: str, spec: dict, index: int) -> object:
 
 def field_samples(name: str, spec: dict) -> list:
     """Distinct valid values for one field (fewer when its domain is smaller)."""
+    fits = value_validator(field_json_schema(spec)).is_valid  # built once per field
     values: list = []
     if "example" in spec:
         values.append(spec["example"])
     for index in range(SAMPLES_PER_STORE * 4):
-        value = _candidate(name, spec, index)
-        if value is not None and value not in values and _fits(value, spec):
+        value = _candidate(name, spec, index, fits)
+        if value is not None and value not in values and fits(value):
             values.append(value)
         if len(values) >= SAMPLES_PER_STORE:
             break

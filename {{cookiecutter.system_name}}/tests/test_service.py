@@ -55,20 +55,20 @@ def test_metrics_count_requests_by_route_and_status(client):
     health = {"method": "GET", "url_rule": "/health", "status": "200"}
     unmatched = {"method": "GET", "url_rule": "None", "status": "404"}
     other_method = {"method": "other", "status": "405"}
-    before = [
-        _metric(client, duration, **health),
-        _metric(client, duration, **unmatched),
-        _metric(client, "flask_http_request_total", **other_method),
-    ]
+
+    def counts() -> list[float]:
+        return [
+            _metric(client, duration, **health),
+            _metric(client, duration, **unmatched),
+            _metric(client, "flask_http_request_total", **other_method),
+        ]
+
+    before = counts()
     for _ in range(3):
         client.get("/health")
     client.get("/no/such/path")
     client.open("/health", method="BREW")  # any method a client invents shares one label
-    after = [
-        _metric(client, duration, **health),
-        _metric(client, duration, **unmatched),
-        _metric(client, "flask_http_request_total", **other_method),
-    ]
+    after = counts()
     assert [a - b for a, b in zip(after, before, strict=True)] == [3, 1, 1]
     assert _metric(client, duration, url_rule="/metrics") == 0  # scrapes are not counted
 
