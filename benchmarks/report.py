@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
+from operator import ge, le
 from pathlib import Path
 from typing import Any
 
-PAIRS = [  # (scenario, backend) in table order
+MEASURED = [  # (scenario, backend) in table order
     ("health", "-"),
     ("get", "sqlite"),
     ("get", "postgresql"),
@@ -23,10 +26,9 @@ STARTUP_TARGET = 1.5  # generated start-up <= target x baseline
 BAKE_SIZE = 100
 BAKE_TARGET_S = 2.0
 LINEAR_TARGET = 1.5  # seconds per component from 100 to 500 <= target x from 10 to 100
-# A sample ran disturbed when other processes used more than this many CPUs meanwhile; a
-# side's median is over its undisturbed samples when it has at least MIN_CLEAN of them.
+# A run was disturbed when other processes used more than this many CPUs meanwhile. Pairs
+# with a disturbed run are left out of a comparison when at least half of its pairs are clean.
 NOISY_CPU = 0.25
-MIN_CLEAN = 2
 
 
 SIDES = ("generated", "baseline")
@@ -34,14 +36,41 @@ NOISE_KEYS = ("foreign_cpu", "steal_cpu", "attempts", "connections_per_worker")
 MEASURES = ("rps", "p50_ms", "p99_ms")
 
 
-def _undisturbed(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    clean = [s for s in samples if s.get("foreign_cpu", 0) <= NOISY_CPU]
-    return clean if len(clean) >= MIN_CLEAN else samples
-
-
 def _median(values: Iterable[float]) -> float | None:
     values = list(values)
     return statistics.median(values) if values else None
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the median: the k-th smallest and k-th
+    largest values, with k the largest rank that a Binomial(n, 1/2) count falls below with
+    probability at most (1 - confidence) / 2. None when there are too few values (n < 6)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    tail = (1 - confidence) / 2
+    k, below = 0, 0.0
+    while True:
+        below += math.comb(n, k) / 2**n  # P(count <= k)
+        if below > tail:
+            break
+        k += 1
+    if k == 0:
+        return None
+    return ordered[k - 1], ordered[n - k]
+
+
+def pairs_of(samples: list[dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+    """The back-to-back runs of a measure, {side: sample} per pair index, complete pairs only."""
+    by_index: dict[int, dict[str, dict[str, Any]]] = {}
+    for sample in samples:
+        by_index.setdefault(sample["pair"], {})[sample["side"]] = sample
+    return [by_index[i] for i in sorted(by_index) if set(by_index[i]) == set(SIDES)]
+
+
+def clean_pairs(pairs: list[dict[str, dict[str, Any]]]) -> list[dict[str, dict[str, Any]]]:
+    """Pairs where neither run was disturbed, when they are at least half; else all pairs."""
+    clean = [p for p in pairs if all(s.get("foreign_cpu", 0) <= NOISY_CPU for s in p.values())]
+    return clean if 2 * len(clean) >= len(pairs) else pairs
 
 
 def _row(
@@ -59,8 +88,31 @@ def _row(
         "baseline": baseline,
         "unit": unit,
         "ratio": ratio,
+        "ratio_95": None,
         "target": target,
         "met": ok,
+    }
+
+
+def _paired_row(
+    measure: str,
+    medians: dict[str, float],
+    pair_ratios: list[float],
+    unit: str,
+    target: str,
+    meets: Callable[[float], bool] | None,
+) -> dict[str, Any]:
+    """A row whose ratio is the median of the pairs' ratios, with its 95% interval."""
+    ratio = statistics.median(pair_ratios)
+    return {
+        "measure": measure,
+        "generated": medians["generated"],
+        "baseline": medians["baseline"],
+        "unit": unit,
+        "ratio": ratio,
+        "ratio_95": median_interval(pair_ratios),
+        "target": target,
+        "met": meets(ratio) if meets else None,
     }
 
 
@@ -74,7 +126,7 @@ def summarise(
     summary: dict[str, Any] = {}
     configs = list(dict.fromkeys(sample["config"] for sample in samples))
     for config in configs:
-        for scenario, backend in PAIRS:
+        for scenario, backend in MEASURED:
             name = f"{config} {SCENARIO_LABELS[scenario]}{BACKEND_LABELS[backend]}"
             chosen = [
                 s
@@ -83,53 +135,39 @@ def summarise(
             ]
             if not chosen:
                 continue
-            used = {side: _undisturbed([s for s in chosen if s["side"] == side]) for side in SIDES}
+            all_pairs = pairs_of(chosen)
+            used = clean_pairs(all_pairs)
             medians = {
-                side: {key: _median(s[key] for s in used[side]) for key in MEASURES}
+                side: {key: _median(p[side][key] for p in used) for key in MEASURES}
                 for side in SIDES
             }
-            medians_all = {
-                side: {
-                    key: _median(s[key] for s in chosen if s["side"] == side) for key in MEASURES
-                }
-                for side in SIDES
+            ratios = {
+                key: [p["generated"][key] / p["baseline"][key] for p in used] for key in MEASURES
             }
             summary[name] = {
                 "medians": medians,
-                "medians_of_all_samples": medians_all,
-                "samples_used": {side: len(used[side]) for side in SIDES},
+                "pair_ratios": ratios,
+                "pairs_used": len(used),
+                "pairs_run": len(all_pairs),
                 "runs": {
                     side: [
-                        {k: s.get(k) for k in ("rep", *MEASURES, "errors", *NOISE_KEYS)}
+                        {k: s.get(k) for k in ("pair", *MEASURES, "errors", *NOISE_KEYS)}
                         for s in chosen
                         if s["side"] == side
                     ]
                     for side in SIDES
                 },
             }
-            g, b = medians["generated"], medians["baseline"]
             rps_target = RPS_TARGETS[scenario]
-            rows.append(
-                _row(
-                    f"{name} rps",
-                    g["rps"],
-                    b["rps"],
-                    "req/s",
-                    f">= {rps_target:.2f} x",
-                    g["rps"] >= rps_target * b["rps"],
+            for key, label, unit, target, meets in (
+                ("rps", "rps", "req/s", f">= {rps_target:.2f} x", partial(le, rps_target)),
+                ("p50_ms", "p50", "ms", "-", None),
+                ("p99_ms", "p99", "ms", f"<= {P99_TARGET:.2f} x", partial(ge, P99_TARGET)),
+            ):
+                side_medians = {side: medians[side][key] for side in SIDES}
+                rows.append(
+                    _paired_row(f"{name} {label}", side_medians, ratios[key], unit, target, meets)
                 )
-            )
-            rows.append(_row(f"{name} p50", g["p50_ms"], b["p50_ms"], "ms", "-", None))
-            rows.append(
-                _row(
-                    f"{name} p99",
-                    g["p99_ms"],
-                    b["p99_ms"],
-                    "ms",
-                    f"<= {P99_TARGET:.2f} x",
-                    g["p99_ms"] <= P99_TARGET * b["p99_ms"],
-                )
-            )
     for config in dict.fromkeys(item["config"] for item in startup):
         g = _median(
             x["seconds"] for x in startup if (x["config"], x["side"]) == (config, "generated")
@@ -169,6 +207,7 @@ def summarise(
                 "baseline": early,
                 "unit": "s",
                 "ratio": late / early if early > 0 else None,
+                "ratio_95": None,
                 "target": f"<= {LINEAR_TARGET:g} x (about linear)",
                 "met": early > 0 and late <= LINEAR_TARGET * early,
             }
@@ -199,15 +238,17 @@ def _number(value: float | None, unit: str) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| measure | generated | baseline | ratio | target | met? |",
-        "| --- | ---: | ---: | ---: | --- | --- |",
+        "| measure | generated | baseline | ratio | 95% interval | target | met? |",
+        "| --- | ---: | ---: | ---: | --- | --- | --- |",
     ]
     for row in rows:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        interval = "-" if row["ratio_95"] is None else "{:.2f}-{:.2f}".format(*row["ratio_95"])
         met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
         lines.append(
             f"| {row['measure']} | {_number(row['generated'], row['unit'])} | "
-            f"{_number(row['baseline'], row['unit'])} | {ratio} | {row['target']} | {met} |"
+            f"{_number(row['baseline'], row['unit'])} | {ratio} | {interval} | "
+            f"{row['target']} | {met} |"
         )
     return "\n".join(lines)
 
@@ -231,26 +272,28 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_load(info['load_average_after'])}",
             f"- template: {m['template_commit'][:12]}"
             + (" (with uncommitted changes)" if m["template_dirty"] else ""),
-            f"- wrk: -t{plan['wrk_threads']} -c{plan['connections']}, {plan['warmup_s']:g} s "
-            f"warm-up then {plan['duration_s']:g} s measured; {plan['repetitions']} repetitions "
-            f"per configuration, alternated; medians; {plan['seed_rows']} seeded rows",
+            f"- wrk: -t{plan['wrk_threads']} -c{plan['connections']}; per measure both servers "
+            f"up, {plan['warmup_s']:g} s warm-up each, then {plan['pairs']} pairs of "
+            f"back-to-back {plan['duration_s']:g} s runs, order flipping every pair; "
+            f"{plan['seed_rows']} seeded rows",
             f"- Gunicorn: 2 workers; sync = 1 thread, gthread = 4 threads; settings "
             f"{'; '.join(f'{k}: {v}' for k, v in info['gunicorn_settings'].items())}",
             f"- start-up: {plan['startup_repetitions']} repetitions after one unmeasured start; "
             f"cookiecutter: {info['cookiecutter_mode']}, {plan['bake_repetitions']} repetitions",
             f"- failed requests over all runs: {errors}; targets met: {sum(met)}/{len(met)}",
-            f"- noise: {disturbed} of {len(results['samples'])} wrk samples ran while other "
-            f"processes used > {NOISY_CPU} CPU (disturbed comparisons got extra repetitions "
-            f"while the time budget lasted); each side's median is over its undisturbed "
-            f"samples when it has >= {MIN_CLEAN}, else over all (both kinds are in latest.json)",
+            f"- noise: {disturbed} of {len(results['samples'])} wrk runs ran while other "
+            f"processes used > {NOISY_CPU} CPU; a measure leaves out the pairs holding such a "
+            f"run when at least half its pairs are clean (every run is in latest.json)",
             "- gthread runs start over (up to 30 times, 0.3 s each) until each worker holds at "
             "least 3/4 of an even share of wrk's keep-alive connections (12 of 32): Gunicorn "
             "often gives most or all to one worker, and throughput then follows the split; sync "
             "workers close every connection",
             "",
             "Baseline for /health and start-up: a bare Flask app (A); for GET and POST: "
-            "hand-written Flask endpoints on the same table and backend (B). Ratio = generated / "
-            "baseline (of medians).",
+            "hand-written Flask endpoints on the same table and backend (B). Generated and "
+            "baseline: medians of the runs. Ratio: for throughput and latency, the median of "
+            "the pairs' ratios (generated / baseline, run against run), with a distribution-free "
+            "95% interval for that median; for start-up, the ratio of the medians.",
             "",
             markdown_table(results["rows"]),
             "",

@@ -46,43 +46,35 @@ BLUEPRINT = TEMPLATE_DIR / "examples" / "order_service.yaml"
 RESULTS_DIR = BENCH_DIR / "results"
 CONFIGS = {"sync": 1, "gthread": 4}  # name: Gunicorn threads per worker (2 workers each)
 WORKERS = 2
-# The comparisons: (side, backend, scenarios) of the two servers each one starts.
-UNITS = {
-    "health": [("baseline", None, ["health"]), ("generated", "sqlite", ["health"])],
-    "sqlite": [("baseline", "sqlite", ["get", "post"]), ("generated", "sqlite", ["get", "post"])],
-    "postgresql": [
-        ("baseline", "postgresql", ["get", "post"]),
-        ("generated", "postgresql", ["get", "post"]),
-    ],
+SIDES = ("baseline", "generated")
+# The comparisons: the scenarios each measures, and the backend of each side's server.
+COMPARISONS = {
+    "health": (["health"], {"baseline": None, "generated": "sqlite"}),
+    "sqlite": (["get", "post"], {"baseline": "sqlite", "generated": "sqlite"}),
+    "postgresql": (["get", "post"], {"baseline": "postgresql", "generated": "postgresql"}),
 }
 
 
 @dataclass(frozen=True)
 class Plan:
-    repetitions: int
+    pairs: int  # alternated runs of each side, per measure
     duration_s: float
     warmup_s: float
     startup_repetitions: int
     bake_repetitions: int
     bake_sizes: tuple[int, ...] = (1, 10, 100, 500)
     seed_rows: int = 1000
-    extra_pairs: int = 2  # at most, per disturbed comparison
-    budget_s: float = 18 * 60  # no extra repetition starts that would end later than this
     connections: int = 32
     wrk_threads: int = 2
 
 
-# Seven short runs a side rather than three long ones: on 2 shared cores single runs of the
-# same server differ by up to a quarter, and the median of seven is steadier than that of three.
-FULL = Plan(repetitions=7, duration_s=4, warmup_s=1, startup_repetitions=7, bake_repetitions=3)
-QUICK = Plan(
-    repetitions=1,
-    duration_s=3,
-    warmup_s=1,
-    startup_repetitions=1,
-    bake_repetitions=1,
-    extra_pairs=0,
-)
+# Many short runs, tightly alternated, rather than a few long ones: on 2 shared cores the
+# speed of the same server moves by up to a quarter from one second to the next (the CPU time
+# per request moves with it, so it is the machine, not idle time), and consecutive runs are
+# no more alike than distant ones. Each pair of back-to-back runs gives one ratio; the median
+# of 30 such ratios is about four times steadier than the ratio of two medians of 7 runs.
+FULL = Plan(pairs=30, duration_s=1, warmup_s=1, startup_repetitions=7, bake_repetitions=3)
+QUICK = Plan(pairs=3, duration_s=1, warmup_s=1, startup_repetitions=1, bake_repetitions=1)
 
 
 STARTED = time.monotonic()
@@ -152,15 +144,8 @@ class Bench:
 
     def measure(self, server: Server, scenario: str, backend: str, side: str, **keys) -> None:
         plan = self.plan
-        if scenario == "health":
-            script, url, args = "health.lua", f"{server.url}/health", []
-        elif scenario == "get":
-            script, url, args = "get.lua", server.url, [str(plan.seed_rows)]
-        else:
-            script, url, args = "post.lua", server.url, [uuid.uuid4().hex[:10] + "-{attempt}"]
+        script, url, args = self.load(server, scenario)
         options = {"connections": plan.connections, "threads": plan.wrk_threads}
-        warm_args = [uuid.uuid4().hex[:10]] if scenario == "post" else args
-        wrk(url, script, plan.warmup_s, *warm_args, **options)
         meter = CpuMeter(server.process.pid)
         spread = server if CONFIGS[keys["config"]] > 1 else None  # sync closes connections
         result = wrk(
@@ -180,84 +165,63 @@ class Bench:
         }
         self.samples.append(sample)
         log(
-            f"  {keys['config']:7} {side:9} {scenario:6} {backend:10} {result.rps:8.0f} rps  "
-            f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}  "
-            f"foreign CPU {result.noise['foreign_cpu']:.2f}"
+            f"  {keys['config']:7} {keys['pair']:2} {side:9} {scenario:6} {backend:10} "
+            f"{result.rps:8.0f} rps  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+            f"errors {result.errors}  foreign CPU {result.noise['foreign_cpu']:.2f}"
             + (f"  connections {result.noise['connections_per_worker']}" if spread else "")
         )
 
-    def serve(self, side: str, config: str, backend: str | None, scenarios: list[str], rep: int):
+    def load(self, server: Server, scenario: str) -> tuple[str, str, list[str]]:
+        """The wrk script, URL and script arguments of a scenario."""
+        if scenario == "health":
+            return "health.lua", f"{server.url}/health", []
+        if scenario == "get":
+            return "get.lua", server.url, [str(self.plan.seed_rows)]
+        # POST emails are unique per request: a run tag, "{attempt}" for wrk restarts.
+        return "post.lua", server.url, [uuid.uuid4().hex[:10] + "-{attempt}"]
+
+    def start_server(self, stack: ExitStack, side: str, config: str, backend: str | None) -> Server:
+        """A fresh server (and database) for one comparison, seeded when it has a backend."""
+        database_url = None
+        if backend == "postgresql":
+            database_url = stack.enter_context(PostgresDatabase()).url
+        run_dir = self.run_dir(config, side, backend or "health")
+        spec = self.spec(side, config, backend, run_dir, database_url)
+        server = stack.enter_context(Server(spec, run_dir))
+        server.start()
+        if backend:
+            first = seed_orders(
+                server.port, self.plan.seed_rows, Path(spec.env["DATA_DIR"]), database_url
+            )
+            self.record_keys.setdefault(side, sorted(first))
+        return server
+
+    def compare(self, comparison: str, config: str) -> None:
+        """Both servers of a comparison up at once, loaded in turn: for each scenario a
+        warm-up of each, then `pairs` back-to-back runs of the two, the order flipping from
+        one pair to the next so that neither side always goes first."""
+        scenarios, backends = COMPARISONS[comparison]
         with ExitStack() as stack:
-            database_url = None
-            if backend == "postgresql":
-                database_url = stack.enter_context(PostgresDatabase()).url
-            run_dir = self.run_dir(config, side, backend or "health")
-            spec = self.spec(side, config, backend, run_dir, database_url)
-            server = stack.enter_context(Server(spec, run_dir))
-            server.start()
-            if backend:
-                first = seed_orders(
-                    server.port, self.plan.seed_rows, Path(spec.env["DATA_DIR"]), database_url
-                )
-                self.record_keys.setdefault(side, sorted(first))
+            servers = {
+                side: self.start_server(stack, side, config, backends[side]) for side in SIDES
+            }
             for scenario in scenarios:
-                label = "-" if scenario == "health" else backend
-                self.measure(server, scenario, label, side, config=config, rep=rep)
+                label = "-" if scenario == "health" else comparison
+                log(f"throughput: {config}, {scenario} {label}, {self.plan.pairs} pairs")
+                for server in servers.values():
+                    script, url, args = self.load(server, scenario)
+                    wrk(url, script, self.plan.warmup_s, *args)
+                for pair in range(self.plan.pairs):
+                    for side in SIDES if pair % 2 == 0 else SIDES[::-1]:
+                        self.measure(servers[side], scenario, label, side, config=config, pair=pair)
 
-    def run_unit(self, unit: str, config: str, rep: int) -> None:
-        """Both servers of a comparison, one after the other: baseline first on even reps."""
-        pair = UNITS[unit] if rep % 2 == 0 else UNITS[unit][::-1]
-        for side, backend, scenarios in pair:
-            self.serve(side, config, backend, scenarios, rep)
-
-    def throughput(self, deadline: float) -> None:
+    def throughput(self) -> None:
         self.record_keys: dict[str, list[str]] = {}
-        # Fresh server and data for every run. Within a repetition the comparisons follow one
-        # another, each as a pair of back-to-back servers; unit and pair order flip every
-        # repetition, so neither side is favoured by drift.
-        units = list(UNITS)
-        for rep in range(self.plan.repetitions):
-            for config in CONFIGS:
-                log(f"throughput: repetition {rep + 1}/{self.plan.repetitions}, {config}")
-                for unit in units if rep % 2 == 0 else units[::-1]:
-                    self.run_unit(unit, config, rep)
-        # Comparisons that other processes disturbed get up to EXTRA_PAIRS more repetitions,
-        # while the time budget lasts; report.py then takes medians over undisturbed samples.
-        rep = self.plan.repetitions
-        for _ in range(self.plan.extra_pairs):
-            for config in CONFIGS:
-                for unit in units:
-                    if not self.disturbed(config, unit):
-                        continue
-                    if time.monotonic() + self.unit_seconds(unit) > deadline:
-                        log(f"time budget spent: no extra repetition of {config} {unit}")
-                        continue
-                    log(f"extra repetition {rep + 1} of {config} {unit} (disturbed)")
-                    self.run_unit(unit, config, rep)
-            rep += 1
+        for config in CONFIGS:
+            for comparison in COMPARISONS:
+                self.compare(comparison, config)
         if self.record_keys.get("generated") != self.record_keys.get("baseline"):
             raise SystemExit(f"the services return different record fields: {self.record_keys}")
-
-    def disturbed(self, config: str, unit: str) -> bool:
-        """Fewer than MIN_CLEAN undisturbed samples on a side of some measure of the unit."""
-        scenarios = {scenario for _, _, list_ in UNITS[unit] for scenario in list_}
-        backend = "-" if unit == "health" else unit
-        for scenario in scenarios:
-            for side in ("generated", "baseline"):
-                clean = [
-                    s
-                    for s in self.samples
-                    if (s["config"], s["scenario"], s["backend"], s["side"])
-                    == (config, scenario, backend, side)
-                    and s["foreign_cpu"] <= report.NOISY_CPU
-                ]
-                if len(clean) < report.MIN_CLEAN:
-                    return True
-        return False
-
-    def unit_seconds(self, unit: str) -> float:
-        measures = sum(len(scenarios) for _, _, scenarios in UNITS[unit])
-        return measures * (self.plan.warmup_s + self.plan.duration_s + 1) + 6
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -352,15 +316,15 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 repetition of 3 s")
-    parser.add_argument("--repetitions", type=int, help="override the throughput repetitions")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 pairs of 1 s runs")
+    parser.add_argument("--pairs", type=int, help="override the alternated runs per side")
     parser.add_argument("--duration", type=float, help="override the seconds of each wrk run")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="results directory")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    if args.repetitions:
-        plan = Plan(**{**asdict(plan), "repetitions": args.repetitions})
+    if args.pairs:
+        plan = Plan(**{**asdict(plan), "pairs": args.pairs})
     if args.duration:
         plan = Plan(**{**asdict(plan), "duration_s": args.duration})
     if shutil.which("wrk") is None:
@@ -385,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         info["gunicorn_settings"] = bench.check_settings()
         bake = bench.bake_times()
         startup = bench.startup()
-        bench.throughput(deadline=started + plan.budget_s)
+        bench.throughput()
         info["load_average_after"] = os.getloadavg()
         info["elapsed_s"] = round(time.monotonic() - started, 1)
         info["record_fields"] = bench.record_keys.get("generated")
