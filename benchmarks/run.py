@@ -73,7 +73,7 @@ class Plan:
 # per request moves with it, so it is the machine, not idle time), and consecutive runs are
 # no more alike than distant ones. Each pair of back-to-back runs gives one ratio; the median
 # of 30 such ratios is about four times steadier than the ratio of two medians of 7 runs.
-FULL = Plan(pairs=30, duration_s=1, warmup_s=1, startup_repetitions=7, bake_repetitions=3)
+FULL = Plan(pairs=30, duration_s=1, warmup_s=1, startup_repetitions=15, bake_repetitions=3)
 QUICK = Plan(pairs=3, duration_s=1, warmup_s=1, startup_repetitions=1, bake_repetitions=1)
 
 
@@ -231,7 +231,7 @@ class Bench:
             log(f"start-up: {config}")
             pair = [("baseline", None), ("generated", "sqlite")]
             for rep in range(-1, self.plan.startup_repetitions):  # -1: unmeasured warm start
-                for side, backend in pair if rep % 2 == 0 else pair[::-1]:
+                for side, backend in pair if rep % 2 == 0 else pair[::-1]:  # alternated
                     run_dir = self.run_dir(config, side, "startup")
                     spec = self.spec(side, config, backend, run_dir)
                     with Server(spec, run_dir) as server:
@@ -239,7 +239,7 @@ class Bench:
                         status, _ = request(server.port, "GET", "/health")
                     if rep >= 0:
                         results.append(
-                            {"config": config, "side": side, "rep": rep, "seconds": seconds}
+                            {"config": config, "side": side, "pair": rep, "seconds": seconds}
                         )
                         log(f"  {config:7} {side:9} {seconds:.3f} s to first 200 ({status})")
         return results

@@ -6,6 +6,7 @@ blueprint stops generation with its list of errors before any output directory e
 
 from __future__ import annotations
 
+import json
 import keyword
 import os
 import re
@@ -39,8 +40,9 @@ def load_blueprint(path: str, inline: object) -> Blueprint:
 
 
 def _checked(path: str, inline: object) -> Blueprint:
+    """The checked blueprint, or a clean exit listing its errors."""
     try:
-        blueprint = load_blueprint(path, inline)
+        return load_blueprint(path, inline)
     except BlueprintError as error:
         for diagnostic in error.errors:
             print(f"error: {diagnostic}", file=sys.stderr)
@@ -49,41 +51,48 @@ def _checked(path: str, inline: object) -> Blueprint:
             file=sys.stderr,
         )
         raise SystemExit(1) from None
-    return blueprint
-
-
-def blueprint_system_name(path: str, inline: object = None) -> str:
-    """Check the blueprint (printing its warnings) and return its system name."""
-    blueprint = _checked(path, inline)
-    for warning in blueprint.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return blueprint.name
-
-
-def blueprint_file(path: str, inline: object, system_name: str) -> str:
-    """The absolute path of the blueprint file ('' when the blueprint came as a mapping).
-
-    Rendered after the system_name answer, so a name the user typed is checked here too,
-    before cookiecutter makes a directory of it.
-    """
-    valid = isinstance(system_name, str) and NAME.fullmatch(system_name)
-    if not valid or keyword.iskeyword(system_name):
-        print(
-            f"error: system_name {system_name!r} must be lower-case letters, digits and _, "
-            "starting with a letter, at most 63 characters; nothing was generated",
-            file=sys.stderr,
-        )
-        raise SystemExit(1)
-    if isinstance(inline, dict) and inline:
-        return ""
-    return str(resolve_blueprint_path(path))
 
 
 class BlueprintExtension(Extension):
-    """Registers the blueprint filters with cookiecutter's Jinja environment."""
+    """Registers the blueprint filters with cookiecutter's Jinja environment.
+
+    cookiecutter renders all its variables with one environment per run, so the blueprint the
+    filters share is read and checked once per run (and afresh in the next one).
+    """
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
-        environment.filters["blueprint_system_name"] = blueprint_system_name
-        environment.filters["blueprint_file"] = blueprint_file
+        self._checked: dict[tuple[str, str], Blueprint] = {}
+        environment.filters["blueprint_system_name"] = self.system_name
+        environment.filters["blueprint_model"] = self.model
         environment.globals["template_dir"] = str(TEMPLATE_DIR)
+
+    def blueprint(self, path: str, inline: object) -> Blueprint:
+        key = (path, json.dumps(inline, sort_keys=True, default=str))
+        if key not in self._checked:
+            self._checked[key] = _checked(path, inline)
+        return self._checked[key]
+
+    def system_name(self, path: str, inline: object = None) -> str:
+        """Check the blueprint (printing its warnings) and return its system name."""
+        blueprint = self.blueprint(path, inline)
+        for warning in blueprint.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        return blueprint.name
+
+    def model(self, path: str, inline: object, system_name: str) -> str:
+        """The checked, normalised model as JSON, named system_name, for the hook.
+
+        Rendered after the system_name answer, so a name the user typed is checked here too,
+        before cookiecutter makes a directory of it.
+        """
+        valid = isinstance(system_name, str) and NAME.fullmatch(system_name)
+        if not valid or keyword.iskeyword(system_name):
+            print(
+                f"error: system_name {system_name!r} must be lower-case letters, digits and _, "
+                "starting with a letter, at most 63 characters; nothing was generated",
+                file=sys.stderr,
+            )
+            raise SystemExit(1)
+        model = self.blueprint(path, inline).model
+        return json.dumps({**model, "system": {**model["system"], "name": system_name}})

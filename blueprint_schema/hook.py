@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
-from .diagnostics import BlueprintError
 from .generate import write_project
-from .model import load_file, load_mapping
+from .model import Blueprint
 
 
-def generate_into(project_dir: str, blueprint_file: str, inline: dict, system_name: str) -> int:
-    """Write the blueprint's files into project_dir; a non-zero result stops cookiecutter.
+def generate_into(project_dir: str, model: dict) -> int:
+    """Write the files a checked model determines into project_dir; 0 when done.
 
-    system_name is the answer cookiecutter collected (the blueprint's name unless the user
-    typed another, already checked by the extension); it names the generated system.
+    model is what the cookiecutter extension checked and normalised before cookiecutter wrote
+    anything (blueprint_model), named with the system_name answer.
     """
-    try:
-        blueprint = load_mapping(inline, "_blueprint") if inline else load_file(blueprint_file)
-    except BlueprintError as error:  # the file changed after cookiecutter checked it
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    blueprint.model["system"]["name"] = system_name
-    write_project(blueprint, project_dir)
+    write_project(Blueprint(model), project_dir)
     return 0

@@ -6,10 +6,12 @@ import difflib
 import json
 from functools import cache
 from importlib import resources
-
-import jsonschema
+from typing import TYPE_CHECKING
 
 from .diagnostics import Report
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SCHEMA_FILE = "blueprint.schema.json"
 
@@ -27,6 +29,10 @@ def _is_whole_number(checker: object, instance: object) -> bool:
 
 @cache
 def _validator() -> jsonschema.protocols.Validator:
+    # Imported here, not at the top: the post-generation hook imports this package but checks
+    # nothing (it gets the checked model), and jsonschema takes a tenth of a second to import.
+    import jsonschema
+
     strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_whole_number)
     validator_class = jsonschema.validators.extend(
         jsonschema.Draft202012Validator, type_checker=strict

@@ -127,3 +127,33 @@ def test_regeneration_keeps_custom_modules(tmp_path):
     )
     assert custom.read_text().endswith("# my change\n")
     assert "resource_blueprint" in generated.read_text()
+
+
+def test_blueprint_is_read_once_per_run_and_afresh_in_the_next(tmp_path, monkeypatch):
+    from blueprint_schema import cookiecutter_extension
+
+    reads = []
+    load_file = cookiecutter_extension.load_file
+
+    def counting_load_file(path, display_name=None):
+        reads.append(path)
+        return load_file(path, display_name)
+
+    monkeypatch.setattr(cookiecutter_extension, "load_file", counting_load_file)
+    source = tmp_path / "shop.yaml"
+    shutil.copy(EXAMPLES_DIR / "order_service.yaml", source)
+
+    first = bake(tmp_path / "first", blueprint=str(source))
+    assert len(reads) == 1  # the hook writes the model checked before, without reading again
+
+    blueprint = yaml.safe_load(source.read_text())
+    blueprint["system"]["description"] = "changed between runs"
+    source.write_text(yaml.safe_dump(blueprint), encoding="utf-8")
+    second = bake(tmp_path / "second", blueprint=str(source))
+    assert len(reads) == 2
+    configs = [
+        yaml.safe_load((project / "config" / "system_config.yaml").read_text())
+        for project in (first, second)
+    ]
+    assert configs[0]["system"]["description"] != "changed between runs"
+    assert configs[1]["system"]["description"] == "changed between runs"
