@@ -103,3 +103,18 @@ def test_template_dir_holds_no_build_leftovers():
     project_template = TEMPLATE_DIR / "{{cookiecutter.system_name}}"
     leftovers = [p for p in project_template.rglob("*") if p.name in ("__pycache__", ".ruff_cache")]
     assert leftovers == []
+
+
+def test_ruff_at_the_repository_root_is_clean_and_leaves_the_template_alone():
+    """`ruff check .` in this repository must not reach into the project template: it would
+    lint it under the template's own settings and leave a .ruff_cache there, which
+    cookiecutter then fails to render."""
+    ruff = str(BIN / "ruff")
+    listed = run_tool([ruff, "check", "--no-cache", "--show-files", "."], TEMPLATE_DIR)
+    files = listed.stdout.splitlines()
+    assert any(line.endswith("model.py") for line in files), listed.stdout[-2000:]
+    assert [line for line in files if "{{cookiecutter.system_name}}" in line] == []
+    check = run_tool([ruff, "check", "--no-cache", "."], TEMPLATE_DIR)
+    assert check.returncode == 0, check.stdout
+    formatted = run_tool([ruff, "format", "--no-cache", "--check", "."], TEMPLATE_DIR)
+    assert formatted.returncode == 0, formatted.stdout
