@@ -79,18 +79,19 @@ def _row(
     baseline: float | None,
     unit: str,
     target: str,
-    ok: bool | None,
+    met: bool | None,
+    ratio: float | None = None,
+    interval: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    ratio = generated / baseline if generated is not None and baseline else None
     return {
         "measure": measure,
         "generated": generated,
         "baseline": baseline,
         "unit": unit,
         "ratio": ratio,
-        "ratio_95": None,
+        "ratio_95": interval,
         "target": target,
-        "met": ok,
+        "met": met,
     }
 
 
@@ -104,16 +105,11 @@ def _paired_row(
 ) -> dict[str, Any]:
     """A row whose ratio is the median of the pairs' ratios, with its 95% interval."""
     ratio = statistics.median(pair_ratios)
-    return {
-        "measure": measure,
-        "generated": medians["generated"],
-        "baseline": medians["baseline"],
-        "unit": unit,
-        "ratio": ratio,
-        "ratio_95": median_interval(pair_ratios),
-        "target": target,
-        "met": meets(ratio) if meets else None,
-    }
+    met = meets(ratio) if meets else None
+    interval = median_interval(pair_ratios)
+    return _row(
+        measure, medians["generated"], medians["baseline"], unit, target, met, ratio, interval
+    )
 
 
 def summarise(
@@ -198,16 +194,15 @@ def summarise(
         late = (bake_medians[500] - bake_medians[100]) / 400
         linearity = {"s_per_component_10_100": early, "s_per_component_100_500": late}
         rows.append(
-            {
-                "measure": "cookiecutter growth: s per component, 100..500 (gen.) vs 10..100",
-                "generated": late,
-                "baseline": early,
-                "unit": "s",
-                "ratio": late / early if early > 0 else None,
-                "ratio_95": None,
-                "target": f"<= {LINEAR_TARGET:g} x (about linear)",
-                "met": early > 0 and late <= LINEAR_TARGET * early,
-            }
+            _row(
+                "cookiecutter growth: s per component, 100..500 (gen.) vs 10..100",
+                late,
+                early,
+                "s",
+                f"<= {LINEAR_TARGET:g} x (about linear)",
+                early > 0 and late <= LINEAR_TARGET * early,
+                ratio=late / early if early > 0 else None,
+            )
         )
     return {
         "info": info,

@@ -63,11 +63,16 @@ def test_no_secret_in_any_file(baked):
         assert not re.search(r"://[^\s/:@]+:[^\s/@$]+@", text), path
 
 
-def test_ruff_is_clean(baked):
-    check = run_tool([str(BIN / "ruff"), "check", "--no-cache", "."], baked)
+def assert_ruff_clean(directory: Path) -> None:
+    """`ruff check` and `ruff format --check` pass in directory, under its own settings."""
+    check = run_tool([str(BIN / "ruff"), "check", "--no-cache", "."], directory)
     assert check.returncode == 0, check.stdout
-    formatted = run_tool([str(BIN / "ruff"), "format", "--no-cache", "--check", "."], baked)
+    formatted = run_tool([str(BIN / "ruff"), "format", "--no-cache", "--check", "."], directory)
     assert formatted.returncode == 0, formatted.stdout
+
+
+def test_ruff_is_clean(baked):
+    assert_ruff_clean(baked)
 
 
 def test_dockerfile_passes_hadolint(baked):
@@ -109,12 +114,8 @@ def test_ruff_at_the_repository_root_is_clean_and_leaves_the_template_alone():
     """`ruff check .` in this repository must not reach into the project template: it would
     lint it under the template's own settings and leave a .ruff_cache there, which
     cookiecutter then fails to render."""
-    ruff = str(BIN / "ruff")
-    listed = run_tool([ruff, "check", "--no-cache", "--show-files", "."], TEMPLATE_DIR)
+    listed = run_tool([str(BIN / "ruff"), "check", "--no-cache", "--show-files", "."], TEMPLATE_DIR)
     files = listed.stdout.splitlines()
     assert any(line.endswith("model.py") for line in files), listed.stdout[-2000:]
     assert [line for line in files if "{{cookiecutter.system_name}}" in line] == []
-    check = run_tool([ruff, "check", "--no-cache", "."], TEMPLATE_DIR)
-    assert check.returncode == 0, check.stdout
-    formatted = run_tool([ruff, "format", "--no-cache", "--check", "."], TEMPLATE_DIR)
-    assert formatted.returncode == 0, formatted.stdout
+    assert_ruff_clean(TEMPLATE_DIR)
