@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from service_validator.server import shell_environment
+
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_DIR = BENCH_DIR / "wrk"
 BIN_DIR = Path(sys.executable).parent
@@ -96,13 +98,13 @@ class Server:
 
     @property
     def argv(self) -> list[str]:
-        # The control socket would default to one path shared by every Gunicorn on the machine.
-        control = str(self.work_dir / "gunicorn.ctl")
-        return [GUNICORN, "-c", "gunicorn.conf.py", "--control-socket", control, self.spec.app]
+        return [GUNICORN, "-c", "gunicorn.conf.py", self.spec.app]
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, **self.spec.env, "BIND": f"127.0.0.1:{self.port}"}
+        """A shell's environment (as the tests and the validator start the service), the
+        spec's settings, and a free loopback port."""
+        return {**shell_environment(), **self.spec.env, "BIND": f"127.0.0.1:{self.port}"}
 
     def start(self) -> float:
         """Start; return the seconds from spawning Gunicorn to the first 200 on /health."""

@@ -29,6 +29,9 @@ LINEAR_TARGET = 1.5  # seconds per component from 100 to 500 <= target x from 10
 # A run was disturbed when other processes used more than this many CPUs meanwhile. Pairs
 # with a disturbed run are left out of a comparison when at least half of its pairs are clean.
 NOISY_CPU = 0.25
+# Peers (benchmarks/peers.py): generated rps >= target x the peer's, on PostgreSQL.
+PEER_RPS_TARGET = 2.0
+PEER_SIDES = ("generated", "peer")
 
 
 SIDES = ("generated", "baseline")
@@ -59,12 +62,14 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
     return ordered[k - 1], ordered[n - k]
 
 
-def pairs_of(samples: list[dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+def pairs_of(
+    samples: list[dict[str, Any]], sides: tuple[str, str] = SIDES
+) -> list[dict[str, dict[str, Any]]]:
     """The back-to-back runs of a measure, {side: sample} per pair index, complete pairs only."""
     by_index: dict[int, dict[str, dict[str, Any]]] = {}
     for sample in samples:
         by_index.setdefault(sample["pair"], {})[sample["side"]] = sample
-    return [by_index[i] for i in sorted(by_index) if set(by_index[i]) == set(SIDES)]
+    return [by_index[i] for i in sorted(by_index) if set(by_index[i]) == set(sides)]
 
 
 def clean_pairs(pairs: list[dict[str, dict[str, Any]]]) -> list[dict[str, dict[str, Any]]]:
@@ -112,11 +117,62 @@ def _paired_row(
     )
 
 
+def peer_rows(peers: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows for the peer phase: per peer and scenario, rps and p99 as paired rows (the peer in
+    the baseline column) and the workers' RSS as one reading per side; and their summary."""
+    rows, summary = [], {}
+    for peer, label in peers["peers"].items():
+        for scenario in ("get", "post"):
+            chosen = [s for s in peers["samples"] if (s["peer"], s["scenario"]) == (peer, scenario)]
+            all_pairs = pairs_of(chosen, PEER_SIDES)
+            if not all_pairs:
+                continue
+            used = clean_pairs(all_pairs)
+            name = f"defaults vs {label}: {SCENARIO_LABELS[scenario]} PostgreSQL"
+            medians = {
+                side: {key: _median(p[side][key] for p in used) for key in MEASURES}
+                for side in PEER_SIDES
+            }
+            ratios = {key: [p["generated"][key] / p["peer"][key] for p in used] for key in MEASURES}
+            rss = next(
+                (
+                    r["mib"]
+                    for r in peers["worker_rss"]
+                    if (r["peer"], r["scenario"]) == (peer, scenario)
+                ),
+                None,
+            )
+            summary[name] = {
+                "medians": medians,
+                "pair_ratios": ratios,
+                "pairs_used": len(used),
+                "pairs_run": len(all_pairs),
+                "worker_rss_mib": rss,
+            }
+            rps_target = f">= {PEER_RPS_TARGET:.2f} x"
+            for key, measure, unit, target, meets in (
+                ("rps", "rps", "req/s", rps_target, partial(le, PEER_RPS_TARGET)),
+                ("p99_ms", "p99", "ms", "-", None),
+            ):
+                side = {"generated": medians["generated"][key], "baseline": medians["peer"][key]}
+                rows.append(
+                    _paired_row(f"{name} {measure}", side, ratios[key], unit, target, meets)
+                )
+            if rss:
+                generated, peer_rss = rss["generated"], rss["peer"]
+                ratio = generated / peer_rss if peer_rss else None
+                rows.append(
+                    _row(f"{name} worker RSS", generated, peer_rss, "MiB", "-", None, ratio)
+                )
+    return rows, summary
+
+
 def summarise(
     info: dict[str, Any],
     samples: list[dict[str, Any]],
     startup: list[dict[str, Any]],
     bake: list[dict[str, Any]],
+    peers: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     rows = []
     summary: dict[str, Any] = {}
@@ -170,7 +226,7 @@ def summarise(
         ratios = [p["generated"]["seconds"] / p["baseline"]["seconds"] for p in pairs]
         rows.append(
             _paired_row(
-                f"{config} start-up to first 200 /health",
+                f"{config} start-up to first 200 /health, as the image runs",
                 medians,
                 ratios,
                 "s",
@@ -178,6 +234,18 @@ def summarise(
                 partial(ge, STARTUP_TARGET),
             )
         )
+        if all("master_rss_mib" in p[side] for p in pairs for side in SIDES):
+            memory = {
+                side: statistics.median(p[side]["master_rss_mib"] for p in pairs) for side in SIDES
+            }
+            memory_ratios = [
+                p["generated"]["master_rss_mib"] / p["baseline"]["master_rss_mib"] for p in pairs
+            ]
+            rows.append(
+                _paired_row(
+                    f"{config} Gunicorn master RSS", memory, memory_ratios, "MiB", "-", None
+                )
+            )
     bake_medians = {
         size: _median(x["seconds"] for x in bake if x["components"] == size)
         for size in dict.fromkeys(x["components"] for x in bake)
@@ -204,10 +272,16 @@ def summarise(
                 ratio=late / early if early > 0 else None,
             )
         )
+    peer_summary = {}
+    if peers:
+        more, peer_summary = peer_rows(peers)
+        rows += more
     return {
         "info": info,
         "rows": rows,
         "summary": summary,
+        "peers": peers,
+        "peer_summary": peer_summary,
         "startup": startup,
         "bake": bake,
         "bake_medians_s": bake_medians,
@@ -223,6 +297,8 @@ def _number(value: float | None, unit: str) -> str:
         return f"{value:,.0f}"
     if unit == "ms":
         return f"{value:.2f} ms"
+    if unit == "MiB":
+        return f"{value:.1f} MiB"
     if value < 0.1:
         return f"{value * 1000:.2f} ms"
     return f"{value:.3f} s"
@@ -288,10 +364,28 @@ def markdown(results: dict[str, Any]) -> str:
             "the pairs' ratios (generated / baseline, run against run), with a distribution-free "
             "95% interval for that median (start-up likewise, start against start).",
             "",
+            *_peers_note(results.get("peers")),
             markdown_table(results["rows"]),
             "",
         ]
     )
+
+
+def _peers_note(peers: dict[str, Any] | None) -> list[str]:
+    """What the "defaults vs PEER" rows compare (none without a peer phase)."""
+    if not peers:
+        return []
+    errors = sum(s["errors"] for s in peers["samples"])
+    commands = "; ".join(f"{name}: `{command}`" for name, command in peers["commands"].items())
+    return [
+        'Rows "defaults vs PEER": the generated service at its shipped defaults (2 workers, '
+        "gthread with the default threads) against the stacks users would pick instead, each "
+        "as its usual template writes it (benchmarks/peers/), on PostgreSQL with the same "
+        f"table and seeded rows; {peers['pairs']} pairs per measure; the baseline column holds "
+        "the peer. Worker RSS: VmRSS summed over the worker processes after the scenario's "
+        f"runs. Commands: {commands}. Failed requests in these runs: {errors}.",
+        "",
+    ]
 
 
 def _load(values: Iterable[float]) -> str:

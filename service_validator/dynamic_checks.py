@@ -260,7 +260,7 @@ def metrics_count(server: GunicornServer, rounds: int = 25, per_round: int = 40)
             if statuses != [200] * per_round:
                 raise CheckFailed(f"/health answered {sorted(set(statuses))} under load")
             sent += per_round
-            writers = {p.name.split("_")[-1] for p in server.metrics_dir.glob("counter_*.db")}
+            writers = {line["pid"] for line in server.access_lines() if line["path"] == "/health"}
             if len(writers) >= 2:
                 break
     after = _request_total(server)

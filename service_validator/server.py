@@ -23,6 +23,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def rss_kib(pid: int) -> int:
+    """A process's resident memory (VmRSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 class HttpResult:
     def __init__(self, status: int, headers, body: bytes) -> None:
         self.status = status
@@ -48,32 +56,67 @@ def http(
         return HttpResult(error.code, error.headers, error.read())
 
 
-class GunicornServer:
-    """gunicorn -c gunicorn.conf.py main:app in project_dir; stopped by its own PID."""
+# What a deployment must choose; every other setting keeps the default the project ships.
+DEPLOYMENT_SETTINGS = frozenset(
+    {"BIND", "PORT", "DATABASE_URL", "DATA_DIR", "WEB_CONCURRENCY", "API_KEYS"}
+)
+# Taken from the caller's environment: what any shell has, none of it the service's settings.
+SHELL_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
+WORKERS = 2
 
-    def __init__(self, project_dir: Path, work_dir: Path, env: dict | None = None) -> None:
+
+def shell_environment() -> dict[str, str]:
+    """The environment a user's shell gives the README's command: the shell's basics, with
+    this Python's scripts first on PATH, and none of the caller's other variables."""
+    env = {name: os.environ[name] for name in SHELL_VARIABLES if name in os.environ}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+class GunicornServer:
+    """The generated service as its README starts it: `gunicorn -c gunicorn.conf.py main:app`
+    in the project directory, in a shell's environment plus what a deployment chooses (a free
+    loopback port, 2 workers, a data directory under work_dir); stopped by its own PID.
+
+    `env` holds deployment choices (DEPLOYMENT_SETTINGS). Any other setting changes what is
+    tested, so it is accepted only with `because`, the reason the caller needs it.
+    `base_env` and `command` replace the shell's environment and the README's command (the
+    Dockerfile's ENV and CMD, for instance).
+    """
+
+    def __init__(
+        self,
+        project_dir: Path,
+        work_dir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        because: str | None = None,
+        base_env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
+        others = sorted(set(env or {}) - DEPLOYMENT_SETTINGS)
+        if others and not because:
+            named = ", ".join(others)
+            raise ValueError(f"{named}: beyond a deployment's choices, say why (because=...)")
         self.project_dir = Path(project_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         work_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics_dir = work_dir / "metrics"
         self.stdout_path = work_dir / "gunicorn.out"
         self.stderr_path = work_dir / "gunicorn.err"
+        self.command = command or ["gunicorn", "-c", "gunicorn.conf.py", "main:app"]
         self.env = {
-            **os.environ,
+            **(shell_environment() if base_env is None else base_env),
             "BIND": f"127.0.0.1:{self.port}",
-            "WEB_CONCURRENCY": "2",
-            "GUNICORN_THREADS": "2",
+            "WEB_CONCURRENCY": str(WORKERS),
             "DATA_DIR": str(work_dir / "data"),
-            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
-            "PYTHONDONTWRITEBYTECODE": "1",
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None
 
     def start(self) -> GunicornServer:
         self.process = subprocess.Popen(
-            [GUNICORN, "-c", "gunicorn.conf.py", "main:app"],
+            self.command,
             cwd=self.project_dir,
             env=self.env,
             stdout=self.stdout_path.open("wb"),
@@ -114,6 +157,11 @@ class GunicornServer:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
+
+    def access_lines(self) -> list[dict]:
+        """The JSON access log lines written so far (Gunicorn logs them on stdout)."""
+        lines = [json.loads(line) for line in self.stdout().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("logger") == "access"]
 
     def __enter__(self) -> GunicornServer:
         return self.start()

@@ -12,7 +12,8 @@ from cookiecutter.main import cookiecutter
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = TEMPLATE_DIR / "examples"
-SEED_BLUEPRINT = TEMPLATE_DIR.parent / "shared" / "seed" / "phase8_test_system_blueprint.yaml"
+# The legacy autocoder's blueprint that this template replaces, kept in the repository.
+SEED_BLUEPRINT = EXAMPLES_DIR / "legacy" / "phase8_test_system_blueprint.yaml"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

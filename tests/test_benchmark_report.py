@@ -111,3 +111,41 @@ def test_a_run_without_its_partner_forms_no_pair():
     pairs = report.pairs_of(samples)
     assert len(pairs) == 1
     assert pairs[0]["generated"]["rps"] == 990
+
+
+def peer_run(side: str, pair: int, rps: float, p99_ms: float, scenario: str = "get"):
+    return {**run(side, pair, rps, p99_ms), "peer": "drf", "scenario": scenario}
+
+
+def test_peer_rows_compare_the_generated_service_with_each_peer():
+    samples = []
+    for pair, (peer, generated) in enumerate([(400, 1000), (500, 900), (450, 1100)]):
+        samples += [peer_run("peer", pair, peer, 40.0), peer_run("generated", pair, generated, 20)]
+    peers = {
+        "peers": {"drf": "DRF"},
+        "commands": {"generated": "gunicorn", "drf": "gunicorn config.wsgi"},
+        "pairs": 3,
+        "samples": samples,
+        "worker_rss": [
+            {"peer": "drf", "scenario": "get", "mib": {"generated": 90.0, "peer": 120.0}}
+        ],
+    }
+    results = report.summarise({}, [], startup=[], bake=[], peers=peers)
+    rows = {row["measure"]: row for row in results["rows"]}
+    rps = rows["defaults vs DRF: GET /orders/<id> PostgreSQL rps"]
+    assert (rps["generated"], rps["baseline"]) == (1000, 450)
+    assert rps["ratio"] == pytest.approx(1100 / 450)  # of 2.5, 1.8, 2.44; not 1000 / 450
+    assert rps["met"] is True  # generated >= 2 x the peer
+    p99 = rows["defaults vs DRF: GET /orders/<id> PostgreSQL p99"]
+    assert (p99["ratio"], p99["met"]) == (0.5, None)
+    rss = rows["defaults vs DRF: GET /orders/<id> PostgreSQL worker RSS"]
+    assert (rss["ratio"], rss["unit"]) == (0.75, "MiB")
+    assert "| 90.0 MiB | 120.0 MiB | 0.75 |" in report.markdown_table([rss])
+    assert not any(name.startswith("defaults vs DRF: POST") for name in rows)  # not run
+
+
+def test_without_peers_there_are_no_peer_rows():
+    samples = [run("baseline", 0, 1000), run("generated", 0, 990)]
+    results = report.summarise({}, samples, startup=[], bake=[])
+    assert all(not row["measure"].startswith("defaults vs") for row in results["rows"])
+    assert results["peer_summary"] == {}

@@ -16,7 +16,7 @@ from blueprint_schema.samples import field_samples, store_samples
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 EXAMPLES = TEMPLATE_DIR / "examples"
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "phase8_test_system_blueprint.yaml"
+SEED = EXAMPLES / "legacy" / "phase8_test_system_blueprint.yaml"
 ALL_OPERATIONS = ["list", "get", "create", "update", "delete"]
 DEFAULT_POOL = {"min_size": 2, "max_size": 10}
 
@@ -182,7 +182,7 @@ def seed():
 
 
 def test_seed_blueprint_is_found():
-    """The seed lies in ../shared/seed beside the repository."""
+    """The seed is kept in the repository: a clone needs nothing beside it."""
     assert SEED.is_file(), f"the seed blueprint is expected at {SEED}"
 
 

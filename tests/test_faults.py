@@ -17,7 +17,7 @@ import pytest
 from conftest import EXAMPLES_DIR, bake
 from pg_cluster import ThrowawayCluster
 
-from service_validator.server import GunicornServer, http
+from service_validator.server import GunicornServer, http, rss_kib
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -108,7 +108,8 @@ def test_database_outage_and_recovery(order_service, tmp_path, cluster, measure)
 
 def test_slow_statement_answers_504_within_the_timeout(order_service, tmp_path, cluster, measure):
     env = {"DATABASE_URL": cluster.url, "DB_STATEMENT_TIMEOUT_MS": "300"}
-    with GunicornServer(order_service, tmp_path, env) as server:
+    because = "a short statement timeout, so that the test waits 0.3 s rather than 5 s"
+    with GunicornServer(order_service, tmp_path, env, because=because) as server:
         assert http("GET", f"{server.url}/ready").status == 200
         blocker = psycopg2.connect(cluster.url)
         try:
@@ -136,7 +137,7 @@ def test_slow_statement_answers_504_within_the_timeout(order_service, tmp_path, 
 def test_worker_crashes_lose_no_acknowledged_write(
     order_service, tmp_path, postgres_database, measure
 ):
-    env = {"DATABASE_URL": postgres_database, "GUNICORN_THREADS": "4"}
+    env = {"DATABASE_URL": postgres_database}
     clients, run_seconds, kill_every = 8, 10.0, 2.0
     acknowledged: list[str] = []
     failures: list[str] = []
@@ -246,17 +247,10 @@ def test_four_instances_start_at_once_on_an_empty_database(
     )
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 @pytest.mark.skipif(not shutil.which("wrk"), reason="wrk drives the soak (apt-get install wrk)")
 def test_soak_keeps_memory_flat(order_service, tmp_path, postgres_database, measure):
     """60 s at 64 connections: no error, and worker memory grows less than 10 %."""
-    env = {"DATABASE_URL": postgres_database, "GUNICORN_MAX_REQUESTS": "0"}
+    env = {"DATABASE_URL": postgres_database}  # workers are never recycled by default
     with GunicornServer(order_service, tmp_path, env) as server:
         created = http("POST", f"{server.url}/orders", {"customer": "soak"}).json()
         target = f"{server.url}/orders/{created['id']}"
@@ -265,14 +259,14 @@ def test_soak_keeps_memory_flat(order_service, tmp_path, postgres_database, meas
         )
         assert warm.returncode == 0
         workers = sorted(worker_pids(server.process.pid))
-        before = {pid: _rss_kib(pid) for pid in workers}
+        before = {pid: rss_kib(pid) for pid in workers}
         soak = subprocess.run(
             ["wrk", "-t2", "-c64", "-d60s", "--timeout", "10s", target],
             capture_output=True,
             text=True,
             timeout=120,
         )
-        after = {pid: _rss_kib(pid) for pid in workers}
+        after = {pid: rss_kib(pid) for pid in workers}
         assert sorted(worker_pids(server.process.pid)) == workers, "a worker was replaced"
     assert soak.returncode == 0, soak.stderr
     assert "Non-2xx" not in soak.stdout and "Socket errors" not in soak.stdout, soak.stdout
@@ -297,7 +291,8 @@ def test_sigterm_under_load_answers_what_it_received(
     from service_validator.dynamic_checks import graceful_shutdown
 
     env = {"DATABASE_URL": postgres_database, "GUNICORN_GRACEFUL_TIMEOUT": "10"}
-    server = GunicornServer(order_service, tmp_path, env).start()
+    because = "a 10 s graceful timeout bounds the test's wait (the default is 30 s)"
+    server = GunicornServer(order_service, tmp_path, env, because=because).start()
     try:
         outcome = graceful_shutdown(server, graceful_timeout=10)
     finally:

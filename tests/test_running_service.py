@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, bake
 
-from service_validator.dynamic_checks import metric_total
+from service_validator import dockerfile
+from service_validator.dynamic_checks import metric_total, metrics_count
 from service_validator.server import GUNICORN, GunicornServer, http
-
-REQUESTS_PER_ROUND = 40
-MAX_ROUNDS = 25
 
 
 @pytest.fixture(scope="module")
@@ -51,31 +46,15 @@ def crud_round_trip(url: str, path: str, first: dict, second: dict) -> None:
     assert missing.headers["Content-Type"] == "application/problem+json"
 
 
+HEALTH_COUNT = "flask_http_request_duration_seconds_count"
+
+
 def metrics_add_up_across_workers(server: GunicornServer) -> None:
-    """Send /health requests until both workers have served some (bounded), then the summed
-    counter in /metrics must equal the number sent."""
-    sent = 0
-    writers: set[str] = set()
-    with ThreadPoolExecutor(16) as pool:
-        for _ in range(MAX_ROUNDS):
-            urls = [f"{server.url}/health"] * REQUESTS_PER_ROUND
-            statuses = list(pool.map(lambda url: http("GET", url).status, urls))
-            assert statuses == [200] * REQUESTS_PER_ROUND
-            sent += REQUESTS_PER_ROUND
-            writers = {p.name.split("_")[-1] for p in server.metrics_dir.glob("counter_*.db")}
-            if len(writers) >= 2:
-                break
-    assert len(writers) >= 2, f"after {sent} requests only {writers} served: one worker only"
+    """The validator's check: /health requests until both workers have served some, and the
+    counters in /metrics, summed over the workers, equal the number sent."""
+    metrics_count(server)
     text = http("GET", f"{server.url}/metrics").body.decode()
-    name = "flask_http_request_duration_seconds_count"
-    counted = metric_total(text, name, url_rule="/health", status="200")
-    assert counted == sent + 1  # the start-up probe asked /health once
-    assert metric_total(text, "flask_http_request_total") == metric_total(text, name)
-
-
-def access_lines(server: GunicornServer) -> list[dict]:
-    lines = [json.loads(line) for line in server.stdout().splitlines() if line.startswith("{")]
-    return [line for line in lines if line.get("logger") == "access"]
+    assert metric_total(text, "flask_http_request_total") == metric_total(text, HEALTH_COUNT)
 
 
 ORDER = {"customer": "Ada", "total": 12.5, "status": "paid", "email": "ada@example.org"}
@@ -91,11 +70,10 @@ def exercise_order_service(server: GunicornServer) -> None:
     pointers = {error["pointer"] for error in invalid.json()["errors"]}
     assert pointers == {"/customer", "/total", "/status"}
     metrics_add_up_across_workers(server)
-    lines = access_lines(server)
     probe = http("GET", f"{server.url}/orders", headers={"X-Request-ID": "trace-42"})
     assert probe.headers["X-Request-ID"] == "trace-42"
     server.stop()
-    lines = access_lines(server)
+    lines = server.access_lines()
     traced = [line for line in lines if line["request_id"] == "trace-42"]
     assert traced and traced[0]["method"] == "GET" and traced[0]["path"] == "/orders"
     assert traced[0]["status"] == 200 and traced[0]["duration_ms"] >= 0
@@ -126,7 +104,8 @@ def test_service_on_postgresql(order_service, tmp_path, postgres_database):
 
 def test_service_on_postgresql_with_preload(order_service, tmp_path, postgres_database):
     env = {"DATABASE_URL": postgres_database, "GUNICORN_PRELOAD": "true"}
-    with GunicornServer(order_service, tmp_path, env) as server:
+    because = "preload_app is a start path of its own: the app is imported in the master"
+    with GunicornServer(order_service, tmp_path, env, because=because) as server:
         exercise_order_service(server)
 
 
@@ -139,7 +118,8 @@ def test_legacy_seed_service_on_postgresql(seed_service, tmp_path, postgres_data
 
 
 def test_invalid_configuration_stops_start_up_with_one_line(order_service, tmp_path):
-    server = GunicornServer(order_service, tmp_path, {"ORDERS_API_PAGE_SIZE": "lots"})
+    env = {"ORDERS_API_PAGE_SIZE": "lots"}
+    server = GunicornServer(order_service, tmp_path, env, because="an invalid setting")
     with pytest.raises(RuntimeError):
         server.start()
     assert server.process.returncode != 0
@@ -147,39 +127,102 @@ def test_invalid_configuration_stops_start_up_with_one_line(order_service, tmp_p
     assert errors == ["configuration error: ORDERS_API_PAGE_SIZE='lots' is not a whole number"]
 
 
-def _dockerfile_instruction(project, name: str) -> list[str]:
-    """The JSON-array command of a Dockerfile instruction (CMD, or HEALTHCHECK's CMD)."""
-    text = (project / "Dockerfile").read_text().replace("\\\n", " ")
-    line = next(line for line in text.splitlines() if line.startswith(name + " "))
-    return json.loads(line[line.index("[") :])
+GUNICORN_SETTINGS_GONE_WRONG = [
+    ("BIND", "nohost", "BIND='nohost' is not HOST:PORT (port 1..65535) or unix:PATH"),
+    ("PORT", "http", "PORT='http' is not a whole number"),
+    ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY=0 is outside 1..1024"),
+    ("GUNICORN_THREADS", "four", "GUNICORN_THREADS='four' is not a whole number"),
+    ("GUNICORN_TIMEOUT", "abc", "GUNICORN_TIMEOUT='abc' is not a whole number"),
+    ("GUNICORN_GRACEFUL_TIMEOUT", "-1", "GUNICORN_GRACEFUL_TIMEOUT=-1 is outside 0..86400"),
+    ("GUNICORN_KEEPALIVE", "5s", "GUNICORN_KEEPALIVE='5s' is not a whole number"),
+    ("GUNICORN_MAX_REQUESTS", "1e4", "GUNICORN_MAX_REQUESTS='1e4' is not a whole number"),
+    (
+        "GUNICORN_MAX_REQUESTS_JITTER",
+        "-5",
+        "GUNICORN_MAX_REQUESTS_JITTER=-5 is outside 0..1000000000",
+    ),
+    (
+        "GUNICORN_PRELOAD",
+        "maybe",
+        "GUNICORN_PRELOAD='maybe' is not one of 1/true/yes/on/0/false/no/off",
+    ),
+    ("LOG_LEVEL", "loud", "LOG_LEVEL='LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
+]
 
 
-def test_dockerfile_cmd_serves_and_its_healthcheck_tells(order_service, tmp_path):
-    """What the container runs, run directly (no Docker engine here): CMD, then HEALTHCHECK."""
-    command = _dockerfile_instruction(order_service, "CMD")
+@pytest.mark.parametrize(("variable", "value", "message"), GUNICORN_SETTINGS_GONE_WRONG)
+def test_invalid_gunicorn_setting_stops_start_up_with_one_line(
+    order_service, tmp_path, variable, value, message
+):
+    """Each Gunicorn setting is checked like the app's: one line naming the variable, no
+    traceback, and no metrics directory left behind."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {variable: value, "TMPDIR": str(temp)}
+    because = "an invalid value; TMPDIR to see that no metrics directory is left behind"
+    server = GunicornServer(order_service, tmp_path, env, because=because)
+    with pytest.raises(RuntimeError):
+        server.start()
+    assert server.process.returncode != 0
+    assert server.stderr().strip().splitlines() == [f"configuration error: {message}"]
+    assert list(temp.iterdir()) == []
+
+
+def test_dockerfile_cmd_counts_requests_across_two_workers(order_service, tmp_path):
+    """What the container runs, run directly (no Docker engine here): CMD, with exactly the
+    Dockerfile's ENV plus what a deployment chooses (listen on loopback, two workers, a data
+    directory); /metrics adds up what both workers served. Then HEALTHCHECK tells up from down."""
+    command = dockerfile.exec_form(order_service, "CMD")
     assert command[:3] == ["gunicorn", "--config", "gunicorn.conf.py"]
-    healthcheck = _dockerfile_instruction(order_service, "HEALTHCHECK")
-    server = GunicornServer(order_service, tmp_path)
-    env = {**server.env, "PORT": str(server.port)}
-    del env["BIND"]
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    server.env = env
+    for step in dockerfile.python_run_steps(order_service):  # the image's compileall
+        subprocess.run(step, cwd=order_service, check=True, timeout=120)
+    base_env = dockerfile.environment(order_service, home=tmp_path)
+    assert base_env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert "PROMETHEUS_MULTIPROC_DIR" not in base_env
+    server = GunicornServer(order_service, tmp_path, base_env=base_env, command=command)
+    server.env["PORT"] = str(server.port)  # the healthcheck reads PORT; the server binds BIND
+    healthcheck = dockerfile.exec_form(order_service, "HEALTHCHECK")
+    assert healthcheck[0] == "python"
     server.start()
     try:
-        assert healthcheck[0] == "python"
-        probe = subprocess.run(healthcheck, env=env, capture_output=True, timeout=30)
+        metrics_add_up_across_workers(server)
+        probe = subprocess.run(healthcheck, env=server.env, capture_output=True, timeout=30)
         assert probe.returncode == 0, probe.stderr
     finally:
         assert server.stop() == 0
-    probe = subprocess.run(healthcheck, env=env, capture_output=True, timeout=30)
+    probe = subprocess.run(healthcheck, env=server.env, capture_output=True, timeout=30)
     assert probe.returncode != 0
+
+
+def test_two_servers_on_one_host_keep_their_own_metrics(order_service, tmp_path):
+    """Each server makes its own Prometheus directory and removes it on exit: counts never
+    mix between services on one host."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    because = "TMPDIR: where each server makes its metrics directory, so the test can see them"
+    with (
+        GunicornServer(order_service, tmp_path / "one", env, because=because) as one,
+        GunicornServer(order_service, tmp_path / "two", env, because=because) as two,
+    ):
+        assert len(list(temp.glob("service-metrics-*"))) == 2
+        for _ in range(7):
+            assert http("GET", f"{one.url}/health").status == 200
+        for _ in range(3):
+            assert http("GET", f"{two.url}/health").status == 200
+        counts = [
+            metric_total(http("GET", f"{server.url}/metrics").body.decode(), HEALTH_COUNT)
+            for server in (one, two)
+        ]
+    assert counts == [8, 4]  # each also answered its start-up probe
+    assert list(temp.iterdir()) == []
 
 
 FORK_SCRIPT = """
 import os, sys
 from app import create_app
 from app.stores.orders_sync import store
-create_app()
+create_app().app_context().push()
 parent = store.create({"customer": "parent"})
 pid = os.fork()
 if pid == 0:

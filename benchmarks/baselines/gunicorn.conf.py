@@ -2,7 +2,8 @@
 
 Fairness: every setting below reads the same environment variable, with the same default, as
 the generated project's gunicorn.conf.py (workers, threads, worker class, timeouts, keep-alive,
-worker recycling, preload, access and error logs on stdout/stderr, heartbeat directory).
+worker recycling, preload, control socket, access and error logs on stdout/stderr, heartbeat
+directory).
 benchmarks/run.py loads both files through Gunicorn itself before measuring and stops if any
 setting differs, except the generated service's own features: its JSON logger class and its
 Prometheus multiprocess hook. Both servers are started with the same command-line flags.
@@ -18,10 +19,12 @@ worker_class = "gthread" if threads > 1 else "sync"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
-max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "1000"))
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "0"))
 preload_app = os.environ.get("GUNICORN_PRELOAD", "false").lower() in ("1", "true", "yes")
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "gunicorn.ctl"
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None

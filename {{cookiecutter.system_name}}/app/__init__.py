@@ -1,60 +1,22 @@
-"""The application factory: create_app() builds the Flask app from settings and the blueprint."""
+"""The service's package. create_app() (app.factory) builds the Flask application.
+
+Importing a submodule such as app.settings loads nothing else: gunicorn.conf.py reads the
+settings in the master without importing Flask, the stores or prometheus_client.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
+if TYPE_CHECKING:
+    from .factory import create_app
 
-from . import metrics
-from . import problems
-from . import service
-from .endpoints import BLUEPRINTS
-from .logs import configure_logging
-from .middleware import SecurityHeaders
-from .openapi import build_document
-from .settings import Settings
-from .settings import load_settings
-from .storage import open_database
-from .stores import SYNC_STORES
-
-log = logging.getLogger(__name__)
+__all__ = ["create_app"]
 
 
-def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os.environ) -> Flask:
-    """Build the service. No database connection is opened here: each worker opens its own."""
-    settings = settings or load_settings(environ)
-    configure_logging(settings.log_level)
+def __getattr__(name: str):
+    if name == "create_app":
+        from .factory import create_app
 
-    app = Flask(__name__, static_folder=None)
-    app.config.update(
-        SETTINGS=settings,
-        MAX_CONTENT_LENGTH=settings.max_content_length,
-        JSON_SORT_KEYS=False,
-    )
-    if settings.proxy_count:
-        count = settings.proxy_count
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
-
-    database = open_database(settings)
-    for store in SYNC_STORES:
-        store.bind(database, settings.stores[store.name])
-    app.config["DATABASE"] = database
-    app.config["STORES"] = SYNC_STORES
-
-    app.wsgi_app = SecurityHeaders(app.wsgi_app)
-    problems.register_error_handlers(app)
-    app.register_blueprint(service.blueprint)
-    for blueprint in BLUEPRINTS:
-        app.register_blueprint(blueprint)
-    metrics.install(app, settings.version)
-    app.config["OPENAPI_JSON"] = json.dumps(build_document(settings))
-
-    protected = [e.name for e in settings.endpoints.values() if e.auth == "api_key"]
-    if protected and not settings.api_keys:
-        log.warning("API_KEYS is empty: endpoints %s refuse every request", ", ".join(protected))
-    return app
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

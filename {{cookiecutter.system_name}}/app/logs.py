@@ -1,14 +1,15 @@
 """JSON log lines on stdout: the application's records and Gunicorn's access and error logs.
 
-Each access line carries the request id (X-Request-ID, kept or generated), method, path,
-status and duration; the application's lines carry the request id of the request they
-belong to.
+Each line names the process that wrote it (pid). Each access line carries the request id
+(X-Request-ID, kept or generated), method, path, status and duration; the application's lines
+carry the request id of the request they belong to.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC
 from datetime import datetime
@@ -28,6 +29,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         current_id = request_id()
@@ -73,6 +75,7 @@ class JsonGunicornLogger(GunicornLogger):
             "time": datetime.now(UTC).isoformat(),
             "level": "INFO",
             "logger": "access",
+            "pid": os.getpid(),  # which worker served it
             "request_id": request_id,
             "method": environ.get("REQUEST_METHOD"),
             "path": environ.get("PATH_INFO"),

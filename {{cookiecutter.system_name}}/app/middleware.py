@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-
-from flask import has_request_context
-from flask import request
+import sys
 
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_KEY = "service.request_id"  # where the id is kept in the WSGI environ
@@ -52,5 +50,12 @@ class SecurityHeaders:
 
 
 def request_id() -> str | None:
-    """The current request's id (None outside a request)."""
-    return request.environ.get(REQUEST_ID_KEY) if has_request_context() else None
+    """The current request's id (None outside a request).
+
+    Flask is looked up, not imported: the Gunicorn master logs through app.logs, which uses
+    this, and there is no request where Flask was never loaded.
+    """
+    flask = sys.modules.get("flask")
+    if flask is None or not flask.has_request_context():
+        return None
+    return flask.request.environ.get(REQUEST_ID_KEY)

@@ -82,16 +82,17 @@ def _parse_filter(name: str, kind: str, raw: str) -> Any:
         raise Problem(400, "Bad Request", detail, [{"parameter": name, "detail": detail}]) from None
 
 
-def resource_blueprint(name: str, store: SyncStore) -> Blueprint:
-    """The Blueprint of endpoint `name`; routes follow its settings once the app registers it."""
+def resource_blueprint(name: str) -> Blueprint:
+    """The Blueprint of endpoint `name`; routes follow its settings once an app registers it."""
     blueprint = Blueprint(name, __name__)
-    blueprint.record(lambda state: _add_routes(state, name, store))
+    blueprint.record(lambda state: _add_routes(state, name))
     return blueprint
 
 
-def _add_routes(state: BlueprintSetupState, name: str, store: SyncStore) -> None:
-    """Add the routes the endpoint's settings ask for, when the Blueprint is registered."""
+def _add_routes(state: BlueprintSetupState, name: str) -> None:
+    """Add the routes the endpoint's settings ask for, over the registering app's store."""
     settings: EndpointSettings = state.app.config["SETTINGS"].endpoints[name]
+    store: SyncStore = state.app.extensions["stores"][settings.store]
     # Validators are built on first use (then cached), not at start-up.
     create_body = partial(body_validator, settings.store, "input")
     patch_body = partial(body_validator, settings.store, "patch")

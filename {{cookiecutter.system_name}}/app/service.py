@@ -29,7 +29,7 @@ def health() -> Response:
 def ready() -> Response:
     """Readiness: every store answers a query; 503 names the stores that do not."""
     checks = {}
-    for store in current_app.config["STORES"]:
+    for store in current_app.extensions["stores"].values():
         try:
             store.ping()
         except StorageError as exc:

@@ -1,7 +1,8 @@
 """Run-time settings: config/system_config.yaml, with every value overridable from the environment.
 
 Invalid settings stop start-up with one line naming the variable and the value
-(ConfigError), rather than failing on the first request.
+(ConfigError), rather than failing on the first request. This module imports no part of the
+service, so gunicorn.conf.py reads it in the master without loading the application.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ except ImportError:  # pragma: no cover
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_DIR / "config" / "system_config.yaml"
 DEFAULT_THREADS = 4
+DEFAULT_PORT = 8080
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 class ConfigError(Exception):
@@ -83,9 +87,75 @@ def _integer(environ: Mapping[str, str], name: str, default: int, low: int, high
     return value
 
 
+def _boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in TRUE_WORDS:
+        return True
+    if raw.lower() in FALSE_WORDS:
+        return False
+    words = "/".join((*TRUE_WORDS, *FALSE_WORDS))
+    raise ConfigError(f"{name}={raw!r} is not one of {words}")
+
+
 def threads(environ: Mapping[str, str] = os.environ) -> int:
     """Threads per Gunicorn worker; database pools are sized to at least this."""
     return _integer(environ, "GUNICORN_THREADS", DEFAULT_THREADS, 1, 256)
+
+
+def _log_level(environ: Mapping[str, str], default: str = "INFO") -> str:
+    log_level = (environ.get("LOG_LEVEL") or default).upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    return log_level
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Gunicorn's settings, as gunicorn.conf.py hands them to Gunicorn (see its comments)."""
+
+    bind: str
+    workers: int
+    threads: int
+    timeout: int
+    graceful_timeout: int
+    keepalive: int
+    max_requests: int
+    max_requests_jitter: int
+    preload_app: bool
+    access_log: str | None
+    control_socket: str | None
+
+
+def _bind(environ: Mapping[str, str]) -> str:
+    port = _integer(environ, "PORT", DEFAULT_PORT, 1, 65535)  # checked even when BIND is set
+    bind = environ.get("BIND") or ""
+    if not bind:
+        return f"0.0.0.0:{port}"  # a container listens on all its interfaces
+    if bind.startswith(("unix:", "fd://")):
+        return bind
+    host, separator, port = bind.rpartition(":")
+    if not separator or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"BIND={bind!r} is not HOST:PORT (port 1..65535) or unix:PATH")
+    return bind
+
+
+def load_server_settings(environ: Mapping[str, str] = os.environ) -> ServerSettings:
+    """Gunicorn's settings from the environment; raise ConfigError when one is invalid."""
+    return ServerSettings(
+        bind=_bind(environ),
+        workers=_integer(environ, "WEB_CONCURRENCY", (os.cpu_count() or 1) * 2 + 1, 1, 1024),
+        threads=threads(environ),
+        timeout=_integer(environ, "GUNICORN_TIMEOUT", 30, 1, 86_400),
+        graceful_timeout=_integer(environ, "GUNICORN_GRACEFUL_TIMEOUT", 30, 0, 86_400),
+        keepalive=_integer(environ, "GUNICORN_KEEPALIVE", 5, 0, 86_400),
+        max_requests=_integer(environ, "GUNICORN_MAX_REQUESTS", 0, 0, 10**9),
+        max_requests_jitter=_integer(environ, "GUNICORN_MAX_REQUESTS_JITTER", 0, 0, 10**9),
+        preload_app=_boolean(environ, "GUNICORN_PRELOAD", False),
+        access_log=environ.get("GUNICORN_ACCESS_LOG", "-") or None,
+        control_socket=environ.get("GUNICORN_CONTROL_SOCKET") or None,
+    )
 
 
 def _read_config(path: Path) -> dict:
@@ -150,9 +220,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     pool_max = _integer(environ, "DB_POOL_MAX_SIZE", database.get("pool_max_size", 10), 1, 1000)
     if pool_min > pool_max:
         raise ConfigError(f"DB_POOL_MIN_SIZE={pool_min} is above DB_POOL_MAX_SIZE={pool_max}")
-    log_level = (environ.get("LOG_LEVEL") or service.get("log_level", "INFO")).upper()
-    if log_level not in LOG_LEVELS:
-        raise ConfigError(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    log_level = _log_level(environ, service.get("log_level", "INFO"))
     keys = tuple(key.strip() for key in environ.get("API_KEYS", "").split(",") if key.strip())
     return Settings(
         system_name=data["system"]["name"],

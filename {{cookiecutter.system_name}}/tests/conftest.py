@@ -52,9 +52,11 @@ def environ(tmp_path, postgres_url):
 
 @pytest.fixture
 def app(environ):
+    """An app on the test database, its context pushed so that app.stores.* resolve to it."""
     app = create_app(environ=environ)
-    yield app
-    database = app.config["DATABASE"]
+    with app.app_context():
+        yield app
+    database = app.extensions["database"]
     if database.dialect.postgres:
         tables = ", ".join(f'"{table.name}"' for table in database.tables)
         database.run(lambda cursor: cursor.execute(f"DROP TABLE IF EXISTS {tables}"), writes=True)

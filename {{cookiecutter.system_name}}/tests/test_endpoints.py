@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.stores import SYNC_STORES
+from app.stores import STORES
 from helpers import ENDPOINTS
 from helpers import SAMPLES
 from helpers import SETTINGS
@@ -12,7 +12,7 @@ from helpers import endpoint
 from helpers import same_values
 
 PROBLEM_JSON = "application/problem+json"
-STORES_BY_NAME = {store.name: store for store in SYNC_STORES}
+STORES_BY_NAME = {store.name: store for store in STORES}
 
 
 @pytest.fixture

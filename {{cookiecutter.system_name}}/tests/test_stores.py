@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 from app import create_app
+from app.storage import NoApplication
 from app.storage import QueryTimeout
 from helpers import SAMPLES
 from helpers import STORES
@@ -78,7 +79,7 @@ def test_statement_past_the_timeout_is_aborted(environ):
     """A statement running past DB_STATEMENT_TIMEOUT_MS stops with QueryTimeout (a 504), on
     SQLite as on PostgreSQL, and the next statement on the same connection runs normally."""
     app = create_app(environ={**environ, "DB_STATEMENT_TIMEOUT_MS": "200"})
-    database = app.config["DATABASE"]
+    database = app.extensions["database"]
     # Seconds of work on either database, far past the timeout, yet bounded.
     slow = (
         "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000000) "
@@ -96,3 +97,31 @@ def test_statement_past_the_timeout_is_aborted(environ):
             assert database.run(select_one) == (1,)
     finally:
         database.close()
+
+
+@pytest.mark.parametrize("name", STORES)
+def test_each_app_owns_its_database(app, environ, tmp_path, name):
+    """create_app() can be called twice in one process: two apps on two databases never see
+    each other's records, and the store modules resolve to the app whose context is current."""
+    other_environ = {**environ, "DATA_DIR": str(tmp_path / "other")}
+    other_environ.pop("DATABASE_URL", None)  # the second app on SQLite, in its own directory
+    other = create_app(environ=other_environ)
+    store, _ = _stores(name)
+    first, second = SAMPLES[name][0], SAMPLES[name][1]
+    try:
+        mine = store.create(first)  # the fixture's app context is current
+        with other.app_context():
+            assert store.list(limit=10) == ([], None)
+            theirs = store.create(second)
+            assert store.list(limit=10) == ([theirs], None)
+        assert store.list(limit=10) == ([mine], None)
+        assert same_values(first, mine) and same_values(second, theirs)
+        assert other.extensions["database"] is not app.extensions["database"]
+    finally:
+        other.extensions["database"].close()
+
+
+def test_a_store_outside_an_application_says_so():
+    store, _ = _stores(STORES[0])
+    with pytest.raises(NoApplication, match="app_context"):
+        store.get(1)

@@ -4,6 +4,8 @@ The asynchronous API lives in app.storage.aio, imported only by code that uses i
 Flask path never loads asyncio.
 """
 
+from .app_store import AppStore
+from .app_store import NoApplication
 from .database import Database
 from .database import open_database
 from .errors import Conflict
@@ -14,10 +16,12 @@ from .errors import StorageError
 from .store import SyncStore
 
 __all__ = [
+    "AppStore",
     "Conflict",
     "Database",
     "DatabaseUnavailable",
     "InvalidValue",
+    "NoApplication",
     "QueryTimeout",
     "StorageError",
     "SyncStore",

@@ -18,45 +18,36 @@ from .sql import utc_now
 FILTERABLE_TYPES = ("string", "integer", "number", "boolean", "date", "datetime", "uuid")
 
 
-class StoreNotBound(RuntimeError):
-    """The store was used before the application factory connected it to a database."""
-
-
 def _unchanged(record: dict) -> dict:
     return record
 
 
 class SyncStore:
-    """One store's records: create, read, list, replace, update and delete."""
+    """One store's records in one application's database: create, read, list, replace,
+    update and delete. create_app() makes one per store for each application it builds."""
 
-    def __init__(self, name: str, hooks: ModuleType | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        database: Database,
+        settings: StoreSettings,
+        hooks: ModuleType | None = None,
+    ) -> None:
         self.name = name
         self._before_write = getattr(hooks, "before_write", _unchanged)
-        self._database: Database | None = None
-        self._table: Table | None = None
-        self.defaults: dict[str, Any] = {}
-        self.field_types: dict[str, str] = {}
-
-    def bind(self, database: Database, settings: StoreSettings) -> None:
-        """Connect the store to the database of the application being created."""
-        table = Table(settings.table, settings.fields, database.dialect)
-        database.register(table)
-        self._database, self._table = database, table
+        self._table = Table(settings.table, settings.fields, database.dialect)
+        database.register(self._table)
+        self._database = database
         fields = settings.fields or {}
-        self.defaults = {
+        self.defaults: dict[str, Any] = {
             name: spec["default"] for name, spec in fields.items() if "default" in spec
         }
-        self.field_types = {name: spec["type"] for name, spec in fields.items()}
+        self.field_types: dict[str, str] = {name: spec["type"] for name, spec in fields.items()}
 
     @property
     def filterable(self) -> dict[str, str]:
         """Fields that list() can filter on by equality, with their types."""
         return {name: kind for name, kind in self.field_types.items() if kind in FILTERABLE_TYPES}
-
-    def _bound(self) -> tuple[Database, Table]:
-        if self._database is None or self._table is None:
-            raise StoreNotBound(f"store {self.name!r} is used before create_app() bound it")
-        return self._database, self._table
 
     def _row_values(self, table: Table, record: dict) -> list:
         if table.schemaless:
@@ -67,7 +58,7 @@ class SyncStore:
         return table.dialect.writer("datetime")(utc_now())
 
     def get(self, record_id: int) -> dict | None:
-        database, table = self._bound()
+        database, table = self._database, self._table
 
         def work(cursor) -> dict | None:
             cursor.execute(table.get_sql, (record_id,))
@@ -80,7 +71,7 @@ class SyncStore:
         self, *, limit: int, after: int = 0, filters: dict[str, Any] | None = None
     ) -> tuple[list[dict], int | None]:
         """Up to limit records with id > after, in id order, and the cursor of the next page."""
-        database, table = self._bound()
+        database, table = self._database, self._table
         filters = filters or {}
         columns = list(filters)
         sql = table.list_sql(columns)
@@ -96,7 +87,7 @@ class SyncStore:
         return records, None
 
     def create(self, record: dict) -> dict:
-        database, table = self._bound()
+        database, table = self._database, self._table
         record = self._before_write({**self.defaults, **record})
         now = self._timestamp(table)
         params = [*self._row_values(table, record), now, now]
@@ -109,7 +100,7 @@ class SyncStore:
 
     def replace(self, record_id: int, record: dict) -> dict | None:
         """PUT: the record becomes exactly what is given (defaults for what is left out)."""
-        _, table = self._bound()
+        table = self._table
         if table.schemaless:
             full = record
         else:
@@ -121,7 +112,7 @@ class SyncStore:
         return self._write(record_id, self._before_write(changes), merge=True)
 
     def _write(self, record_id: int, values: dict, *, merge: bool) -> dict | None:
-        database, table = self._bound()
+        database, table = self._database, self._table
         now = self._timestamp(table)
 
         if table.schemaless:
@@ -157,7 +148,7 @@ class SyncStore:
         return database.run(work, writes=True, transaction=table.schemaless and merge)
 
     def delete(self, record_id: int) -> bool:
-        database, table = self._bound()
+        database, table = self._database, self._table
 
         def work(cursor) -> bool:
             cursor.execute(table.delete_sql, (record_id,))
@@ -167,5 +158,5 @@ class SyncStore:
 
     def ping(self) -> None:
         """Raise a StorageError unless the database answers and the table exists."""
-        database, table = self._bound()
+        database, table = self._database, self._table
         database.run(lambda cursor: cursor.execute(table.ping_sql))

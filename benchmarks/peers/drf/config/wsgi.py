@@ -1,0 +1,8 @@
+"""WSGI config: `gunicorn config.wsgi` (cookiecutter-django's production start command)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+application = get_wsgi_application()
