@@ -19,6 +19,8 @@ from pg_cluster import ThrowawayCluster
 
 from service_validator.server import GunicornServer, http, rss_kib
 
+pytestmark = pytest.mark.slow  # real servers under load, faults, scenario runs
+
 PROBLEM_JSON = "application/problem+json"
 
 

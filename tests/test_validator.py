@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, bake
 
+pytestmark = pytest.mark.slow  # real servers under load, faults, scenario runs
+
 FAST = ["--load-seconds", "2", "--connections", "32", "--examples", "10"]
 
 
