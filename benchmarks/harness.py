@@ -36,7 +36,7 @@ BALANCED_SHARE = 0.75  # gthread runs: each worker holds >= 3/4 of an even share
 
 # Gunicorn settings allowed to differ between a generated service and its baseline: where it
 # listens and runs from, which app, and the generated service's own features (JSON logger;
-# Prometheus multiprocess clean-up when a worker or the server exits, never per request).
+# Prometheus multiprocess clean-up when a worker exits, never per request).
 SETTINGS_ALLOWED_TO_DIFFER = {
     "bind",
     "chdir",
@@ -45,7 +45,6 @@ SETTINGS_ALLOWED_TO_DIFFER = {
     "default_proc_name",
     "logger_class",
     "child_exit",
-    "on_exit",
 }
 
 

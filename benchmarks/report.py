@@ -349,7 +349,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"up, {plan['warmup_s']:g} s warm-up each, then {plan['pairs']} pairs of "
             f"back-to-back {plan['duration_s']:g} s runs, order flipping every pair; "
             f"{plan['seed_rows']} seeded rows",
-            f"- Gunicorn: 2 workers; sync = 1 thread, gthread = 4 threads; settings "
+            "- Gunicorn: 2 workers, started as the tests start them (gunicorn -c gunicorn.conf.py, "
+            "a shell's environment and a deployment's choices); gthread = the shipped defaults "
+            "(4 threads, no recycling), sync = GUNICORN_THREADS=1; settings "
             f"{'; '.join(f'{k}: {v}' for k, v in info['gunicorn_settings'].items())}",
             f"- start-up: {plan['startup_repetitions']} alternated pairs after one unmeasured "
             "start each; "

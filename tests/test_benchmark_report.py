@@ -149,3 +149,16 @@ def test_without_peers_there_are_no_peer_rows():
     results = report.summarise({}, samples, startup=[], bake=[])
     assert all(not row["measure"].startswith("defaults vs") for row in results["rows"])
     assert results["peer_summary"] == {}
+
+
+def test_a_configuration_not_shipped_is_reported_but_not_judged():
+    # The same slow generated side: judged under a shipped configuration, only shown under
+    # one that users do not get (the recycling row).
+    samples = [
+        run(side, i, rps) for i in range(6) for side, rps in (("generated", 50), ("baseline", 100))
+    ]
+    shipped = rows_by_measure(samples)["sync GET /health rps"]
+    results = report.summarise({"unshipped_configs": ["sync"]}, samples, startup=[], bake=[])
+    shown = {row["measure"]: row for row in results["rows"]}["sync GET /health rps"]
+    assert shipped["met"] is False and shipped["ratio"] == 0.5
+    assert shown["met"] is None and shown["target"] == "-" and shown["ratio"] == 0.5

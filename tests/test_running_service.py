@@ -11,7 +11,7 @@ from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, bake
 
 from service_validator import dockerfile
 from service_validator.dynamic_checks import metric_total, metrics_count
-from service_validator.server import GUNICORN, GunicornServer, http
+from service_validator.server import GUNICORN, GunicornServer, http, shell_environment
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +80,21 @@ def exercise_order_service(server: GunicornServer) -> None:
     assert all(line["request_id"] for line in lines)
 
 
-def test_gunicorn_check_config_passes(order_service):
+def test_gunicorn_check_config_passes_and_leaves_nothing_behind(order_service, tmp_path):
+    """--check-config loads the configuration and the app, then exits: the metrics directory
+    the configuration made (under TMPDIR) is gone with it."""
     result = subprocess.run(
         [GUNICORN, "--check-config", "-c", "gunicorn.conf.py", "main:app"],
         cwd=order_service,
+        env={**shell_environment(), "DATA_DIR": str(tmp_path / "data"), "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+    assert (
+        list(tmp_path.glob("service-metrics-*")) == []
+    )  # the name the servers use, seen live below
 
 
 def test_service_on_sqlite(order_service, tmp_path):

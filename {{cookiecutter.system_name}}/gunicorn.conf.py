@@ -4,6 +4,7 @@ Run from the project directory: gunicorn -c gunicorn.conf.py main:app
 Every value is checked by app.settings; an invalid one stops start-up with one line.
 """
 
+import atexit
 import os
 import shutil
 import sys
@@ -12,13 +13,21 @@ import tempfile
 # Prometheus multiprocess mode. prometheus_client decides at import whether samples live in
 # process memory or in files, so the directory must be in the environment before anything
 # imports it (the app, when preload_app is on, or any worker). Each server makes its own,
-# under TMPDIR, so two services on one host never mix their samples; the master that made it
-# removes it on exit. Gunicorn reads this file again on SIGHUP: the same master keeps its
-# directory and its counters.
+# under TMPDIR, so two services on one host never mix their samples, and the process that
+# made it removes it when it exits (also after --check-config; workers leave it alone).
+# Gunicorn reads this file again on SIGHUP: the same master keeps its directory and counters.
 _METRICS_DIR_OWNER = "SERVICE_METRICS_DIR_OWNER"
+
+
+def _remove_metrics_dir() -> None:
+    if os.environ.get(_METRICS_DIR_OWNER) == str(os.getpid()):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
 if os.environ.get(_METRICS_DIR_OWNER) != str(os.getpid()):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="service-metrics-")
     os.environ[_METRICS_DIR_OWNER] = str(os.getpid())
+    atexit.register(_remove_metrics_dir)
 
 from app.settings import ConfigError  # noqa: E402  (after the metrics directory is set)
 from app.settings import load_server_settings  # noqa: E402
@@ -29,7 +38,6 @@ try:
     _service = load_settings()
     _server = load_server_settings()
 except ConfigError as _error:
-    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     sys.exit(f"configuration error: {_error}")
 
 # Where to listen: BIND (host:port or unix:path), else 0.0.0.0:PORT (default 8080).
@@ -79,12 +87,6 @@ control_socket_disable = _server.control_socket is None
 # Heartbeat files in memory, not on a possibly slow container disk (Gunicorn's own advice;
 # the files hold no data, hence nosec).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # nosec B108
-
-
-def on_exit(server):
-    """Remove the metrics directory this master made."""
-    if os.environ.get(_METRICS_DIR_OWNER) == str(os.getpid()):
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def child_exit(server, worker):
