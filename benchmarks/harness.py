@@ -406,14 +406,22 @@ def postgres_reachable() -> str | None:
 SEED_COLUMNS = "customer, total, status, email, paid_at, created_at, updated_at"
 
 
-def seed_orders(port: int, count: int, data_dir: Path | None, database_url: str | None) -> dict:
+def seed_orders(
+    port: int,
+    count: int,
+    data_dir: Path | None,
+    database_url: str | None,
+    paths: tuple[str, tuple[str, str]] = ("/orders", ("/orders/", "")),
+) -> dict:
     """Give the server's `orders` table rows 1..count; return the record with id 1.
 
-    The first row goes through POST /orders (which makes the service create its table); the
-    rest are inserted straight into the table in one transaction, identically for the
-    generated service and the baseline (same table shape), so seeding takes no time to speak of.
+    The first row goes through POST (which makes the service create its table); the rest are
+    inserted straight into the table in one transaction, identically for the generated
+    service, the baseline and the peers (same table shape), so seeding takes no time to speak
+    of. paths: the POST path, and what comes before and after an id in a GET path.
     """
-    status, body = request(port, "POST", "/orders", {"customer": "seed", "email": "seed-1@x"})
+    collection, (before, after) = paths
+    status, body = request(port, "POST", collection, {"customer": "seed", "email": "seed-1@x"})
     if status != 201:
         raise RuntimeError(f"seeding POST answered {status}: {body[:300]!r}")
     first = json.loads(body)
@@ -444,7 +452,7 @@ def seed_orders(port: int, count: int, data_dir: Path | None, database_url: str 
                 )
         finally:
             connection.close()
-    status, _ = request(port, "GET", f"/orders/{count}")
+    status, _ = request(port, "GET", f"{before}{count}{after}")
     if status != 200:
-        raise RuntimeError(f"after seeding, GET /orders/{count} answered {status}")
+        raise RuntimeError(f"after seeding, GET {before}{count}{after} answered {status}")
     return first

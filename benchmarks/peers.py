@@ -34,7 +34,6 @@ import tempfile
 import uuid
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +45,10 @@ from benchmarks.harness import (
     BENCH_DIR,
     BIN_DIR,
     GUNICORN,
-    SEED_COLUMNS,
     CpuMeter,
     PostgresDatabase,
     Server,
     ServerSpec,
-    postgres_reachable,
-    request,
     seed_orders,
     wrk,
 )
@@ -164,36 +160,6 @@ def paths(server: Server) -> tuple[str, tuple[str, str]]:
     return GENERATED_PATHS
 
 
-def seed_peer(server: PeerServer, count: int, database_url: str) -> dict:
-    """harness.seed_orders for a peer's URLs: the first row through POST, the same rows 2..count
-    straight into the table (same columns), then GET of row `count`."""
-    import psycopg2
-
-    collection, (before, after) = paths(server)
-    status, body = request(
-        server.port, "POST", collection, {"customer": "seed", "email": "seed-1@x"}
-    )
-    if status != 201:
-        raise RuntimeError(f"{server.spec.name}: seeding POST answered {status}: {body[:300]!r}")
-    first = json.loads(body)
-    now = datetime.now(UTC).isoformat()
-    rows = [
-        (f"seed {n}", n / 10, "new", f"seed-{n}@x", None, now, now) for n in range(2, count + 1)
-    ]
-    connection = psycopg2.connect(database_url)
-    try:
-        with connection, connection.cursor() as cursor:
-            cursor.executemany(
-                f"INSERT INTO orders ({SEED_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)", rows
-            )
-    finally:
-        connection.close()
-    status, _ = request(server.port, "GET", f"{before}{count}{after}")
-    if status != 200:
-        raise RuntimeError(f"{server.spec.name}: after seeding, GET of row {count}: {status}")
-    return first
-
-
 class PeerComparison:
     """The generated service against each peer, on PostgreSQL; results for report.py."""
 
@@ -232,7 +198,7 @@ class PeerComparison:
                     check=True,
                 )
             server.start()
-            first = seed_peer(server, self.plan.seed_rows, database_url)
+            first = seed_orders(server.port, self.plan.seed_rows, None, database_url, paths(server))
         self.record_keys[side if side == "generated" else peer.name] = sorted(first)
         return server
 
@@ -334,7 +300,7 @@ def log(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.run import FULL, QUICK, RESULTS_DIR, Bench, Plan
+    from benchmarks.run import FULL, QUICK, RESULTS_DIR, Bench, Plan, require_wrk_and_postgres
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 pairs per measure")
@@ -345,11 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.pairs:
         plan = Plan(**{**asdict(plan), "peer_pairs": args.pairs})
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
-    problem = postgres_reachable()
-    if problem:
-        raise SystemExit(f"PostgreSQL is unreachable: {problem}")
+    require_wrk_and_postgres()
     work = Path(tempfile.mkdtemp(prefix="autocoder-bench-peers-"))
     try:
         bench = Bench(plan, work)

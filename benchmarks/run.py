@@ -384,6 +384,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def require_wrk_and_postgres() -> None:
+    """Stop with one line unless wrk is installed and PostgreSQL answers."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    problem = postgres_reachable()
+    if problem:
+        raise SystemExit(f"PostgreSQL is unreachable: {problem}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 pairs of 1 s runs")
@@ -397,11 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(**{**asdict(plan), "pairs": args.pairs})
     if args.duration:
         plan = Plan(**{**asdict(plan), "duration_s": args.duration})
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
-    problem = postgres_reachable()
-    if problem:
-        raise SystemExit(f"PostgreSQL is unreachable: {problem}")
+    require_wrk_and_postgres()
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="autocoder-bench-"))
