@@ -186,13 +186,17 @@ def test_dockerfile_cmd_counts_requests_across_two_workers(order_service, tmp_pa
     assert base_env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert "PROMETHEUS_MULTIPROC_DIR" not in base_env
     server = GunicornServer(order_service, tmp_path, base_env=base_env, command=command)
-    server.env["PORT"] = str(server.port)  # the healthcheck reads PORT; the server binds BIND
+    assert server.env["PORT"] == "8080" != str(server.port)  # the check must follow BIND
     healthcheck = dockerfile.exec_form(order_service, "HEALTHCHECK")
     assert healthcheck[0] == "python"
     server.start()
     try:
         metrics_add_up_across_workers(server)
         probe = subprocess.run(healthcheck, env=server.env, capture_output=True, timeout=30)
+        assert probe.returncode == 0, probe.stderr
+        by_port = {**server.env, "PORT": str(server.port)}
+        del by_port["BIND"]  # as the image runs: no BIND, Gunicorn on every interface at PORT
+        probe = subprocess.run(healthcheck, env=by_port, capture_output=True, timeout=30)
         assert probe.returncode == 0, probe.stderr
     finally:
         assert server.stop() == 0
