@@ -204,13 +204,15 @@ def test_dockerfile_cmd_counts_requests_across_two_workers(order_service, tmp_pa
     assert probe.returncode != 0
 
 
-def test_two_servers_on_one_host_keep_their_own_metrics(order_service, tmp_path):
-    """Each server makes its own Prometheus directory and removes it on exit: counts never
-    mix between services on one host."""
-    temp = tmp_path / "tmp"
+def test_two_servers_on_one_host_keep_their_own_files(order_service, tmp_path):
+    """Each server makes its own Prometheus directory and removes it on exit, so counts never
+    mix between services on one host, and neither opens Gunicorn's per-user control socket
+    (which every server of that user would share, and remove when it stops)."""
+    temp, home = tmp_path / "tmp", tmp_path / "home"
     temp.mkdir()
-    env = {"TMPDIR": str(temp)}
-    because = "TMPDIR: where each server makes its metrics directory, so the test can see them"
+    home.mkdir()
+    env = {"TMPDIR": str(temp), "HOME": str(home), "XDG_RUNTIME_DIR": str(home / "run")}
+    because = "TMPDIR, HOME, XDG_RUNTIME_DIR: where the servers could leave files, watched here"
     with (
         GunicornServer(order_service, tmp_path / "one", env, because=because) as one,
         GunicornServer(order_service, tmp_path / "two", env, because=because) as two,
@@ -218,13 +220,13 @@ def test_two_servers_on_one_host_keep_their_own_metrics(order_service, tmp_path)
         assert len(list(temp.glob("service-metrics-*"))) == 2
         for _ in range(7):
             assert http("GET", f"{one.url}/health").status == 200
+        assert two.stop() == 0  # one server stopping leaves the other's files alone
+        assert len(list(temp.glob("service-metrics-*"))) == 1
         for _ in range(3):
-            assert http("GET", f"{two.url}/health").status == 200
-        counts = [
-            metric_total(http("GET", f"{server.url}/metrics").body.decode(), HEALTH_COUNT)
-            for server in (one, two)
-        ]
-    assert counts == [8, 4]  # each also answered its start-up probe
+            assert http("GET", f"{one.url}/health").status == 200
+        text = http("GET", f"{one.url}/metrics").body.decode()
+        assert metric_total(text, HEALTH_COUNT) == 11  # 10, and its start-up probe
+        assert list(home.rglob("*")) == []  # no control socket, nothing else
     assert list(temp.iterdir()) == []
 
 
