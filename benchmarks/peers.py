@@ -30,7 +30,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -300,7 +299,15 @@ def log(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.run import FULL, QUICK, RESULTS_DIR, Bench, Plan, require_wrk_and_postgres
+    from benchmarks.run import (
+        FULL,
+        QUICK,
+        RESULTS_DIR,
+        Bench,
+        Plan,
+        require_wrk_and_postgres,
+        scratch_directory,
+    )
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 pairs per measure")
@@ -312,8 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pairs:
         plan = Plan(**{**asdict(plan), "peer_pairs": args.pairs})
     require_wrk_and_postgres()
-    work = Path(tempfile.mkdtemp(prefix="autocoder-bench-peers-"))
-    try:
+    with scratch_directory("autocoder-bench-peers-", args.keep) as work:
         bench = Bench(plan, work)
         results = compare_all(bench)
         rows, summary = report.peer_rows(results)
@@ -323,11 +329,6 @@ def main(argv: list[str] | None = None) -> int:
         (args.output / "peers.json").write_text(json.dumps(data, indent=2) + "\n")
         (args.output / "peers.md").write_text(table + "\n")
         print(table)
-    finally:
-        if args.keep:
-            log(f"scratch directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

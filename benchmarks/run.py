@@ -14,7 +14,8 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -384,6 +385,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+@contextmanager
+def scratch_directory(prefix: str, keep: bool) -> Iterator[Path]:
+    """A new temporary directory for one run, removed afterwards unless `keep`."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        if keep:
+            log(f"scratch directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def require_wrk_and_postgres() -> None:
     """Stop with one line unless wrk is installed and PostgreSQL answers."""
     if shutil.which("wrk") is None:
@@ -409,8 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     require_wrk_and_postgres()
 
     started = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="autocoder-bench-"))
-    try:
+    with scratch_directory("autocoder-bench-", args.keep) as work:
         info = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "quick": args.quick,
@@ -434,11 +447,6 @@ def main(argv: list[str] | None = None) -> int:
         paths = report.write(results, args.output)
         log("wrote " + ", ".join(str(path) for path in paths))
         print(report.markdown_table(results["rows"]))
-    finally:
-        if args.keep:
-            log(f"scratch directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
