@@ -183,12 +183,8 @@ def resolved_gunicorn_settings(spec: ServerSpec, work_dir: Path) -> dict[str, st
     return json.loads(result.stdout)
 
 
-def settings_differences(
-    generated: ServerSpec, baseline: ServerSpec, work_dir: Path
-) -> dict[str, list[str]]:
-    """{setting: [generated value, baseline value]} for settings that must match but do not."""
-    left = resolved_gunicorn_settings(generated, work_dir / "generated")
-    right = resolved_gunicorn_settings(baseline, work_dir / "baseline")
+def settings_differences(left: dict[str, str], right: dict[str, str]) -> dict[str, list[str]]:
+    """{setting: [left value, right value]} for resolved settings that must match but do not."""
     return {
         name: [left.get(name, "-"), right.get(name, "-")]
         for name in sorted(set(left) | set(right))

@@ -126,9 +126,9 @@ class Apps:
             "DATA_DIR": str(data_dir / "generated"),
             "DATABASE_URL": database_url or "",
             # In process, as a Gunicorn worker runs it: gunicorn.conf.py gives every worker
-            # a multiprocess directory; quieter logs keep the profile on the request path.
+            # a multiprocess directory, and this profile has no gunicorn.conf.py.
             "PROMETHEUS_MULTIPROC_DIR": str(work / "prometheus"),
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "WARNING",  # quieter logs keep the profile on the request path
         }
         os.environ.update(environ)
         (work / "prometheus").mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from benchmarks.harness import (
     ServerSpec,
     postgres_reachable,
     request,
+    resolved_gunicorn_settings,
     seed_orders,
     settings_differences,
     wrk,
@@ -62,7 +63,6 @@ class Config:
     """A Gunicorn configuration both sides run: settings beyond a deployment's choices."""
 
     env: dict[str, str]
-    threads: int  # what these settings give: gthread workers balance connections
     comparisons: tuple[str, ...] = tuple(COMPARISONS)
     startup: bool = True
     shipped: bool = True  # False: a row for what it costs, never judged against the targets
@@ -76,11 +76,12 @@ class Config:
 # every 10,000 requests) costs the generated service, against itself at the shipped
 # defaults; it is not shipped, so it is never a headline.
 CONFIGS = {
-    "gthread": Config({}, threads=4),
-    "sync": Config({"GUNICORN_THREADS": "1"}, threads=1),
+    "gthread": Config({}),
+    # Sync workers: the documented alternative to the default gthread threads.
+    "sync": Config({"GUNICORN_THREADS": "1"}),
+    # The former default, measured for what it costs; never the headline, never judged.
     "recycling every 10,000 (not shipped; baseline: the shipped defaults)": Config(
         {"GUNICORN_MAX_REQUESTS": "10000", "GUNICORN_MAX_REQUESTS_JITTER": "1000"},
-        threads=4,
         comparisons=("health",),
         startup=False,
         shipped=False,
@@ -134,6 +135,7 @@ class Bench:
         shutil.copytree(BENCH_DIR / "baselines", self.baseline_dir)
         self.samples: list[dict[str, Any]] = []
         self.runs = 0
+        self.worker_class: dict[str, str] = {}  # per configuration, set by check_settings()
 
     def run_dir(self, config: str, side: str, what: str) -> Path:
         self.runs += 1
@@ -168,9 +170,15 @@ class Bench:
         checked = {}
         for config, settings in CONFIGS.items():
             run_dir = self.run_dir(config, "both", "settings")
-            generated = self.spec("generated", config, "sqlite", run_dir / "generated")
-            baseline = self.spec("baseline", config, "sqlite", run_dir / "baseline")
-            differences = settings_differences(generated, baseline, run_dir)
+            resolved = {
+                side: resolved_gunicorn_settings(
+                    self.spec(side, config, "sqlite", run_dir / side), run_dir / side
+                )
+                for side in SIDES
+            }
+            # As Gunicorn resolves it (a repr): what decides how wrk's connections are spread.
+            self.worker_class[config] = resolved["generated"]["worker_class"].strip("'")
+            differences = settings_differences(resolved["generated"], resolved["baseline"])
             expected = set()
             if settings.against_defaults:
                 expected = {name.removeprefix("GUNICORN_").lower() for name in settings.env}
@@ -187,7 +195,8 @@ class Bench:
         script, url, args = self.load(server, scenario)
         options = {"connections": plan.connections, "threads": plan.wrk_threads}
         meter = CpuMeter(server.process.pid)
-        spread = server if CONFIGS[keys["config"]].threads > 1 else None  # sync closes them
+        # gthread workers keep connections open (and get them unevenly); sync workers close them
+        spread = server if self.worker_class[keys["config"]] == "gthread" else None
         result = wrk(
             url, script, plan.duration_s, *args, meter=meter, spread_over=spread, **options
         )

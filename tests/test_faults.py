@@ -14,10 +14,11 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import yaml
 from conftest import EXAMPLES_DIR, bake
 from pg_cluster import ThrowawayCluster
 
-from service_validator.server import GunicornServer, http, rss_kib
+from service_validator.server import GunicornServer, HttpResult, http, rss_kib
 
 pytestmark = pytest.mark.slow  # real servers under load, faults, scenario runs
 
@@ -108,21 +109,27 @@ def test_database_outage_and_recovery(order_service, tmp_path, cluster, measure)
     )
 
 
+def list_a_locked_table(server: GunicornServer, database_url: str) -> tuple[HttpResult, float]:
+    """GET the orders list while another session holds an ACCESS EXCLUSIVE lock on the table:
+    the answer, and the seconds it took."""
+    blocker = psycopg2.connect(database_url)
+    try:
+        with blocker.cursor() as cursor:
+            cursor.execute('LOCK TABLE "orders" IN ACCESS EXCLUSIVE MODE')
+            started = time.monotonic()
+            answer = http("GET", f"{server.url}/orders")
+            return answer, time.monotonic() - started
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
 def test_slow_statement_answers_504_within_the_timeout(order_service, tmp_path, cluster, measure):
     env = {"DATABASE_URL": cluster.url, "DB_STATEMENT_TIMEOUT_MS": "300"}
     because = "a short statement timeout, so that the test waits 0.3 s rather than 5 s"
     with GunicornServer(order_service, tmp_path, env, because=because) as server:
         assert http("GET", f"{server.url}/ready").status == 200
-        blocker = psycopg2.connect(cluster.url)
-        try:
-            with blocker.cursor() as cursor:
-                cursor.execute('LOCK TABLE "orders" IN ACCESS EXCLUSIVE MODE')
-                started = time.monotonic()
-                answer = http("GET", f"{server.url}/orders")
-                took = time.monotonic() - started
-        finally:
-            blocker.rollback()
-            blocker.close()
+        answer, took = list_a_locked_table(server, cluster.url)
         assert answer.status == 504
         assert answer.headers["Content-Type"] == PROBLEM_JSON
         assert b"LOCK" not in answer.body and b"canceling" not in answer.body
@@ -134,6 +141,19 @@ def test_slow_statement_answers_504_within_the_timeout(order_service, tmp_path, 
         result=f"504 problem+json after {took:.2f}s; the next request 200",
         errors=0,
     )
+
+
+def test_slow_statement_answers_504_at_the_shipped_timeout(order_service, tmp_path, cluster):
+    """The same, at the statement timeout the project ships (config/system_config.yaml)."""
+    config = yaml.safe_load((order_service / "config" / "system_config.yaml").read_text())
+    timeout_s = config["database"]["statement_timeout_ms"] / 1000
+    with GunicornServer(order_service, tmp_path, {"DATABASE_URL": cluster.url}) as server:
+        assert http("GET", f"{server.url}/ready").status == 200  # the table exists
+        answer, took = list_a_locked_table(server, cluster.url)
+        assert answer.status == 504
+        assert answer.headers["Content-Type"] == PROBLEM_JSON
+        assert timeout_s <= took < timeout_s + 2, f"{took:.2f}s against {timeout_s}s"
+        assert http("GET", f"{server.url}/orders").status == 200
 
 
 def test_worker_crashes_lose_no_acknowledged_write(
@@ -293,6 +313,7 @@ def test_sigterm_under_load_answers_what_it_received(
     from service_validator.dynamic_checks import graceful_shutdown
 
     env = {"DATABASE_URL": postgres_database, "GUNICORN_GRACEFUL_TIMEOUT": "10"}
+    # The shipped 30 s is tested by autocoder-validate's graceful-shutdown check (test_validator).
     because = "a 10 s graceful timeout bounds the test's wait (the default is 30 s)"
     server = GunicornServer(order_service, tmp_path, env, because=because).start()
     try:

@@ -110,6 +110,7 @@ def test_service_on_postgresql(order_service, tmp_path, postgres_database):
 
 def test_service_on_postgresql_with_preload(order_service, tmp_path, postgres_database):
     env = {"DATABASE_URL": postgres_database, "GUNICORN_PRELOAD": "true"}
+    # Without it (the default), the app loads in each worker: test_service_on_postgresql.
     because = "preload_app is a start path of its own: the app is imported in the master"
     with GunicornServer(order_service, tmp_path, env, because=because) as server:
         exercise_order_service(server)
@@ -194,19 +195,20 @@ def test_dockerfile_cmd_counts_requests_across_two_workers(order_service, tmp_pa
     server = GunicornServer(order_service, tmp_path, base_env=base_env, command=command)
     assert server.env["PORT"] == "8080" != str(server.port)  # the check must follow BIND
     healthcheck = dockerfile.exec_form(order_service, "HEALTHCHECK")
+    in_image = {"cwd": order_service, "capture_output": True, "timeout": 30}  # WORKDIR
     assert healthcheck[0] == "python"
     server.start()
     try:
         metrics_add_up_across_workers(server)
-        probe = subprocess.run(healthcheck, env=server.env, capture_output=True, timeout=30)
+        probe = subprocess.run(healthcheck, **in_image, env=server.env)
         assert probe.returncode == 0, probe.stderr
         by_port = {**server.env, "PORT": str(server.port)}
         del by_port["BIND"]  # as the image runs: no BIND, Gunicorn on every interface at PORT
-        probe = subprocess.run(healthcheck, env=by_port, capture_output=True, timeout=30)
+        probe = subprocess.run(healthcheck, **in_image, env=by_port)
         assert probe.returncode == 0, probe.stderr
     finally:
         assert server.stop() == 0
-    probe = subprocess.run(healthcheck, env=server.env, capture_output=True, timeout=30)
+    probe = subprocess.run(healthcheck, **in_image, env=server.env)
     assert probe.returncode != 0
 
 

@@ -81,8 +81,9 @@ logger_class = "app.logs.JsonGunicornLogger"
 
 # Gunicorn's control socket (gunicornc) only at GUNICORN_CONTROL_SOCKET: its default is one
 # path per user, which every server on the host would share and remove.
-control_socket = _server.control_socket or "gunicorn.ctl"
 control_socket_disable = _server.control_socket is None
+if _server.control_socket:
+    control_socket = _server.control_socket
 
 # Heartbeat files in memory, not on a possibly slow container disk (Gunicorn's own advice;
 # the files hold no data, hence nosec).

@@ -25,6 +25,7 @@ preload_app = os.environ.get("GUNICORN_PRELOAD", "false").lower() in ("1", "true
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "gunicorn.ctl"
 control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None

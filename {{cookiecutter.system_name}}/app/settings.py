@@ -127,6 +127,16 @@ class ServerSettings:
     access_log: str | None
     control_socket: str | None
 
+    @property
+    def local_url(self) -> str:
+        """Where a client on this host reaches a TCP `bind` (the Dockerfile's health check):
+        loopback when the service listens on every interface."""
+        host, _, port = self.bind.rpartition(":")
+        # The wildcard address is recognised here, not bound to.
+        if host in ("0.0.0.0", "[::]"):  # nosec B104
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
 
 def _bind(environ: Mapping[str, str]) -> str:
     port = _integer(environ, "PORT", DEFAULT_PORT, 1, 65535)  # checked even when BIND is set
@@ -135,8 +145,8 @@ def _bind(environ: Mapping[str, str]) -> str:
         return f"0.0.0.0:{port}"  # a container listens on all its interfaces
     if bind.startswith(("unix:", "fd://")):
         return bind
-    host, separator, port = bind.rpartition(":")
-    if not separator or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    host, separator, bind_port = bind.rpartition(":")
+    if not separator or not host or not bind_port.isdigit() or not 1 <= int(bind_port) <= 65535:
         raise ConfigError(f"BIND={bind!r} is not HOST:PORT (port 1..65535) or unix:PATH")
     return bind
 
