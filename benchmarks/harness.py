@@ -36,8 +36,10 @@ BALANCED_SHARE = 0.75  # gthread runs: each worker holds >= 3/4 of an even share
 
 # Gunicorn settings allowed to differ between a generated service and its baseline: where it
 # listens and runs from, which app, and the generated service's own features (JSON logger;
-# Prometheus multiprocess clean-up when a worker exits, never per request).
+# Prometheus multiprocess clean-up when a worker exits, never per request; its worker class,
+# Gunicorn's gthread reading each request in full before a thread takes it).
 SETTINGS_ALLOWED_TO_DIFFER = {
+    "worker_class",
     "bind",
     "chdir",
     "config",

@@ -351,7 +351,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{plan['seed_rows']} seeded rows",
             "- Gunicorn: 2 workers, started as the tests start them (gunicorn -c gunicorn.conf.py, "
             "a shell's environment and a deployment's choices); gthread = the shipped defaults "
-            "(4 threads, no recycling), sync = GUNICORN_THREADS=1; settings "
+            "(4 threads, no recycling), 1 thread = GUNICORN_THREADS=1 (the baseline then runs "
+            "Gunicorn's sync workers); settings "
             f"{'; '.join(f'{k}: {v}' for k, v in info['gunicorn_settings'].items())}",
             f"- start-up: {plan['startup_repetitions']} alternated pairs after one unmeasured "
             "start each; "
@@ -360,10 +361,10 @@ def markdown(results: dict[str, Any]) -> str:
             f"- noise: {disturbed} of {len(results['samples'])} wrk runs ran while other "
             f"processes used > {NOISY_CPU} CPU; a measure leaves out the pairs holding such a "
             f"run when at least half its pairs are clean (every run is in latest.json)",
-            "- gthread runs start over (up to 30 times, 0.3 s each) until each worker holds at "
-            "least 3/4 of an even share of wrk's keep-alive connections (12 of 32): Gunicorn "
-            "often gives most or all to one worker, and throughput then follows the split; sync "
-            "workers close every connection",
+            "- runs of threaded workers start over (up to 30 times, 0.3 s each) until each "
+            "worker holds at least 3/4 of an even share of wrk's keep-alive connections (12 of "
+            "32): Gunicorn often gives most or all to one worker, and throughput then follows "
+            "the split; sync workers close every connection",
             "",
             "Baseline for /health and start-up: a bare Flask app (A); for GET and POST: "
             "hand-written Flask endpoints on the same table and backend (B). Generated and "

@@ -71,14 +71,15 @@ class Config:
     against_defaults: bool = False
 
 
-# "gthread" is the shipped defaults (4 threads, no recycling): the headline. "sync" is the
-# documented alternative. The recycling row measures what the former default (recycling
-# every 10,000 requests) costs the generated service, against itself at the shipped
-# defaults; it is not shipped, so it is never a headline.
+# "gthread" is the shipped defaults (4 threads, no recycling): the headline. "1 thread" is
+# GUNICORN_THREADS=1, against a baseline in Gunicorn's sync workers. The recycling row
+# measures what the former default (recycling every 10,000 requests) costs the generated
+# service, against itself at the shipped defaults; it is not shipped, so it is never a
+# headline.
 CONFIGS = {
     "gthread": Config({}),
-    # Sync workers: the documented alternative to the default gthread threads.
-    "sync": Config({"GUNICORN_THREADS": "1"}),
+    # One request thread per worker: the generated worker, and sync workers in the baseline.
+    "1 thread": Config({"GUNICORN_THREADS": "1"}),
     # The former default, measured for what it costs; never the headline, never judged.
     "recycling every 10,000 (not shipped; baseline: the shipped defaults)": Config(
         {"GUNICORN_MAX_REQUESTS": "10000", "GUNICORN_MAX_REQUESTS_JITTER": "1000"},
@@ -135,7 +136,8 @@ class Bench:
         shutil.copytree(BENCH_DIR / "baselines", self.baseline_dir)
         self.samples: list[dict[str, Any]] = []
         self.runs = 0
-        self.worker_class: dict[str, str] = {}  # per configuration, set by check_settings()
+        # per (configuration, side), set by check_settings()
+        self.worker_class: dict[tuple[str, str], str] = {}
 
     def run_dir(self, config: str, side: str, what: str) -> Path:
         self.runs += 1
@@ -177,7 +179,8 @@ class Bench:
                 for side in SIDES
             }
             # As Gunicorn resolves it (a repr): what decides how wrk's connections are spread.
-            self.worker_class[config] = resolved["generated"]["worker_class"].strip("'")
+            for side in SIDES:
+                self.worker_class[config, side] = resolved[side]["worker_class"].strip("'")
             differences = settings_differences(resolved["generated"], resolved["baseline"])
             expected = set()
             if settings.against_defaults:
@@ -195,8 +198,8 @@ class Bench:
         script, url, args = self.load(server, scenario)
         options = {"connections": plan.connections, "threads": plan.wrk_threads}
         meter = CpuMeter(server.process.pid)
-        # gthread workers keep connections open (and get them unevenly); sync workers close them
-        spread = server if self.worker_class[keys["config"]] == "gthread" else None
+        # Threaded workers keep connections open (and get them unevenly); sync workers close them
+        spread = None if self.worker_class[keys["config"], side] == "sync" else server
         result = wrk(
             url, script, plan.duration_s, *args, meter=meter, spread_over=spread, **options
         )

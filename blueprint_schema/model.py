@@ -23,6 +23,8 @@ from .yaml_source import read_file
 
 RESERVED_PATHS = ("/health", "/ready", "/metrics", "/openapi.json")
 RESERVED_FIELDS = ("id", "created_at", "updated_at")
+# Columns the service keeps beside a record's fields (a POST's Idempotency-Key), never served.
+INTERNAL_COLUMNS = ("idempotency_key", "idempotency_fingerprint")
 ALL_OPERATIONS = ["list", "get", "create", "update", "delete"]
 DEFAULT_PAGE_SIZE = 50
 DEFAULT_MAX_PAGE_SIZE = 500
@@ -172,6 +174,10 @@ def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
     if name in RESERVED_FIELDS:
         report.error(
             path, f"field name {name!r} is reserved: every record has id, created_at, updated_at"
+        )
+    elif name in INTERNAL_COLUMNS:
+        report.error(
+            path, f"field name {name!r} is reserved: the table keeps each POST's Idempotency-Key"
         )
     allowed = FIELD_OPTIONS[kind]
     for option in spec:

@@ -16,23 +16,30 @@ _SERVER_BIN_DIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 BIN_DIR = Path(_SERVER_BIN_DIRS[-1]) if _SERVER_BIN_DIRS else None
 
 
-def _as_postgres(command: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """initdb and pg_ctl refuse to run as root: run them as the postgres user then."""
+def _as_postgres(
+    command: list[str], prefix: list[str] | None = None, **kwargs
+) -> subprocess.CompletedProcess:
+    """initdb and pg_ctl refuse to run as root: run them as the postgres user then (after
+    prefix, a command such as `ip netns exec NAME` that runs the rest)."""
     if os.geteuid() == 0:
         command = ["runuser", "-u", "postgres", "--", *command]
+    command = [*(prefix or []), *command]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, **kwargs)
 
 
 class ThrowawayCluster:
-    """initdb into a temporary directory, then pg_ctl start/stop on a free loopback port."""
+    """initdb into a temporary directory, then pg_ctl start/stop on a free port of host
+    (loopback by default), inside network namespace netns when one is given."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", netns: str | None = None) -> None:
         if BIN_DIR is None:
             raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql")
         self.root = Path(tempfile.mkdtemp(prefix="pg-throwaway-"))
         self.data = self.root / "data"
         self.port = free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.host = host
+        self.netns = netns
+        self.url = f"postgresql://postgres@{host}:{self.port}/postgres"
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
         result = _as_postgres(
@@ -49,9 +56,13 @@ class ThrowawayCluster:
         )
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed: {result.stderr}")
+        if host != "127.0.0.1":  # initdb trusts loopback only; this test host is the client
+            with open(self.data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+                hba.write("host all all 10.0.0.0/8 trust\n")
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses={self.host} -c fsync=off"
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
         result = _as_postgres(
             [
                 str(BIN_DIR / "pg_ctl"),
@@ -65,13 +76,28 @@ class ThrowawayCluster:
                 "-t",
                 "30",
                 "start",
-            ]
+            ],
+            prefix=inside,
         )
         if result.returncode != 0:
             raise RuntimeError(f"pg_ctl start failed: {result.stderr}{self.log()}")
 
     def stop(self, mode: str = "fast") -> None:
         _as_postgres([str(BIN_DIR / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+
+    def processes(self) -> list[int]:
+        """The postmaster and its children (backends, checkpointer, ...), read from /proc."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        family = [postmaster]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                if parent == postmaster:
+                    family.append(int(entry.name))
+        return family
 
     def log(self) -> str:
         path = self.root / "log"

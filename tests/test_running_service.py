@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, bake
@@ -162,6 +165,20 @@ GUNICORN_SETTINGS_GONE_WRONG = [
         "GUNICORN_PRELOAD='maybe' is not one of 1/true/yes/on/0/false/no/off",
     ),
     ("LOG_LEVEL", "loud", "LOG_LEVEL='LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
+    (
+        "GUNICORN_REQUEST_READ_TIMEOUT",
+        "0",
+        "GUNICORN_REQUEST_READ_TIMEOUT=0 is outside 1..3600",
+    ),
+    ("READY_TIMEOUT_MS", "soon", "READY_TIMEOUT_MS='soon' is not a whole number"),
+    # The request deadline must end a request before Gunicorn kills its worker (30 s) ...
+    ("REQUEST_TIMEOUT_MS", "30000", "REQUEST_TIMEOUT_MS=30000 is not below GUNICORN_TIMEOUT=30 s"),
+    # ... and the database's statement timeout comes first (REQUEST_TIMEOUT_MS is 10000).
+    (
+        "DB_STATEMENT_TIMEOUT_MS",
+        "20000",
+        "DB_STATEMENT_TIMEOUT_MS=20000 is above REQUEST_TIMEOUT_MS=10000",
+    ),
 ]
 
 
@@ -298,3 +315,89 @@ def test_concurrent_start_up_creates_the_schema_once(order_service, postgres_dat
         cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'orders'")
         assert cursor.fetchone()[0] == 1
     connection.close()
+
+
+def exchange(port: int, *parts: bytes, pause: float = 0.0, until: bytes = b"") -> bytes:
+    """Send parts on one connection, pause seconds apart; read until the connection closes,
+    `until` has arrived, or 5 s of silence."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        for n, part in enumerate(parts):
+            if n and pause:
+                time.sleep(pause)
+            connection.sendall(part)
+        received = b""
+        try:
+            while not (until and until in received):
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        except TimeoutError:
+            pass
+    return received
+
+
+def statuses(received: bytes) -> list[str]:
+    """The status codes of the responses in received (a body is not followed by a line end,
+    so the next status line may start mid-line)."""
+    return [code.decode() for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", received)]
+
+
+def test_requests_are_read_in_full_before_a_thread_takes_them(order_service, tmp_path):
+    """The worker reads each request in its event loop; what it does with framing must match
+    what Gunicorn's parser then reads: pipelining, chunked bodies, bodies in pieces,
+    Expect: 100-continue, a body above the limit, conflicting lengths."""
+    json_head = b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    with GunicornServer(order_service, tmp_path) as server:
+        port = server.port
+        pipelined = exchange(
+            port,
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /orders?limit=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        assert statuses(pipelined) == ["200", "200"]
+
+        body = b'{"customer": "in pieces"}'
+        pieces = exchange(
+            port,
+            json_head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body),
+            body[:10],
+            body[10:],
+            pause=0.3,
+        )
+        assert statuses(pieces) == ["201"]
+        assert b'"customer": "in pieces"' in pieces
+
+        chunked = exchange(
+            port,
+            json_head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            b"%x\r\n%s\r\n" % (len(body), body),
+            b"0\r\n\r\n",
+            pause=0.3,
+        )
+        assert statuses(chunked) == ["201"]
+
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(
+                json_head + b"Content-Length: %d\r\nExpect: 100-continue\r\n"
+                b"Connection: close\r\n\r\n" % len(body)
+            )
+            assert connection.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            connection.sendall(body)
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        assert statuses(answer)[-1] == "201"
+
+        too_large = exchange(
+            port, json_head + b"Content-Length: 2000000\r\n\r\n{", until=b"\r\n\r\n"
+        )
+        assert statuses(too_large) == ["413"]
+
+        conflicting = exchange(
+            port, json_head + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+        )
+        assert statuses(conflicting) == ["400"]
+
+        listed = http("GET", f"{server.url}/orders?limit=10").json()["items"]
+        assert [record["customer"] for record in listed] == ["in pieces"] * 3

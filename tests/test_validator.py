@@ -90,8 +90,8 @@ def test_dockerfile_running_as_root_fails(project, tmp_path):
 def test_ready_answering_500_fails(project, tmp_path):
     _break(
         project / "app" / "service.py",
-        '    """Readiness: every store answers a query; 503 names the stores that do not."""\n',
-        '    """Readiness, broken on purpose."""\n    raise RuntimeError("broken")\n',
+        '    timeout_ms = current_app.config["SETTINGS"].ready_timeout_ms\n',
+        '    raise RuntimeError("broken on purpose")\n',
     )
     code, report, _ = validate(project, tmp_path / "r.json", "--only", "health-ready,openapi-valid")
     assert code == 1

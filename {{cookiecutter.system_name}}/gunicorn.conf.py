@@ -30,6 +30,7 @@ if os.environ.get(_METRICS_DIR_OWNER) != str(os.getpid()):
     atexit.register(_remove_metrics_dir)
 
 from app.settings import ConfigError  # noqa: E402  (after the metrics directory is set)
+from app.settings import check_request_timeout  # noqa: E402
 from app.settings import load_server_settings  # noqa: E402
 from app.settings import load_settings  # noqa: E402
 
@@ -37,6 +38,7 @@ from app.settings import load_settings  # noqa: E402
 try:
     _service = load_settings()
     _server = load_server_settings()
+    check_request_timeout(_service, _server)
 except ConfigError as _error:
     sys.exit(f"configuration error: {_error}")
 
@@ -46,12 +48,17 @@ bind = _server.bind
 # Worker processes: WEB_CONCURRENCY, else the usual (2 x CPUs) + 1.
 workers = _server.workers
 
-# Threads per worker (GUNICORN_THREADS, default 4): gthread workers, or sync when 1.
+# Request threads per worker (GUNICORN_THREADS, default 4), beside two threads for probes.
 threads = _server.threads
-worker_class = "gthread" if threads > 1 else "sync"
 
-# Seconds a worker may spend on one request before it is killed and replaced
-# (GUNICORN_TIMEOUT, default 30).
+# Gunicorn's threaded worker, reading each request in full before a thread takes it: a client
+# gets GUNICORN_REQUEST_READ_TIMEOUT seconds (default 10) to send its request line, headers and
+# body, then 408. Slow clients never hold a thread, so no buffering proxy is needed in front.
+worker_class = "app.worker.RequestBufferingWorker"
+
+# Seconds a worker may go silent before it is killed and replaced (GUNICORN_TIMEOUT, default
+# 30). Requests end sooner: REQUEST_TIMEOUT_MS (default 10000) bounds each one, and must be
+# below this.
 timeout = _server.timeout
 
 # Seconds in-flight requests get to finish after SIGTERM (GUNICORN_GRACEFUL_TIMEOUT, default 30).

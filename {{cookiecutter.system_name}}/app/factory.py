@@ -17,6 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import metrics
 from . import problems
 from . import service
+from .deadline import RequestDeadline
 from .endpoints import BLUEPRINTS
 from .logs import configure_logging
 from .middleware import SecurityHeaders
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     }
 
     app.wsgi_app = SecurityHeaders(app.wsgi_app)
+    app.wsgi_app = RequestDeadline(app.wsgi_app, settings.request_timeout_ms / 1000)
     problems.register_error_handlers(app)
     app.register_blueprint(service.blueprint)
     for blueprint in BLUEPRINTS:

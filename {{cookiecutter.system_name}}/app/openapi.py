@@ -5,12 +5,24 @@ The request bodies published here are the schemas that validate requests (app/sc
 
 from __future__ import annotations
 
+from .resources import IDEMPOTENCY_KEY
+from .resources import IDEMPOTENCY_KEY_PATTERN
+from .resources import IDEMPOTENT_REPLAYED
 from .settings import EndpointSettings
 from .settings import Settings
 from .storage.store import FILTERABLE_TYPES
 from .validation import store_schemas
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": IDEMPOTENCY_KEY,
+    "in": "header",
+    "required": False,
+    "description": "Any unique string (a UUID, say) that makes a retried POST create at most "
+    "one record: a retry with the same key and body answers with the record the first "
+    "attempt created. Reused with a different body: 409.",
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+}
 _PROBLEM_STATUSES = {
     "list": ("400", "503", "504"),
     "create": ("400", "409", "413", "415", "422", "503", "504"),
@@ -107,11 +119,15 @@ def _endpoint_paths(endpoint: EndpointSettings, fields: dict | None) -> dict:
             endpoint,
             "create",
             f"Create a {store} record",
+            parameters=[IDEMPOTENCY_KEY_PARAMETER],
             requestBody=write_body,
             responses={
                 "201": {
-                    "description": "Created",
-                    "headers": {"Location": {"schema": {"type": "string"}}},
+                    "description": "Created, or found: created earlier with this Idempotency-Key",
+                    "headers": {
+                        "Location": {"schema": {"type": "string"}},
+                        IDEMPOTENT_REPLAYED: {"schema": {"type": "string", "enum": ["true"]}},
+                    },
                     "content": _json(record),
                 }
             },
@@ -174,11 +190,14 @@ def _service_paths() -> dict:
         "/ready": {
             "get": {
                 "operationId": "ready",
-                "summary": "Readiness: every store answers",
+                "summary": "Readiness: every store answers in time and can write",
                 "tags": ["service"],
                 "responses": {
                     "200": {"description": "Ready", "content": status},
-                    "503": {"description": "A store does not answer", "content": status},
+                    "503": {
+                        "description": "A store does not answer in time or cannot write",
+                        "content": status,
+                    },
                 },
             }
         },

@@ -14,8 +14,11 @@ from .metrics import EXCEPTION_KEY
 from .middleware import request_id
 from .storage import Conflict
 from .storage import DatabaseUnavailable
+from .storage import DeadlineExceeded
+from .storage import IdempotencyKeyReused
 from .storage import InvalidValue
 from .storage import QueryTimeout
+from .storage import WriteOutcomeUnknown
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -74,6 +77,26 @@ def _timeout(error: QueryTimeout) -> Response:
     return problem_response(Problem(504, "Gateway Timeout", "the database took too long to answer"))
 
 
+def _deadline(error: DeadlineExceeded) -> Response:
+    log.warning("request deadline passed: %s", error)
+    detail = "the database did not answer within the request's deadline; nothing was changed"
+    return problem_response(Problem(504, "Gateway Timeout", detail))
+
+
+def _outcome_unknown(error: WriteOutcomeUnknown) -> Response:
+    log.warning("write of unknown outcome: %s", error)
+    detail = (
+        "the database did not confirm the write: it may have been applied. Retry with the same "
+        "Idempotency-Key header to apply it at most once"
+    )
+    return problem_response(Problem(504, "Gateway Timeout", detail))
+
+
+def _key_reused(error: IdempotencyKeyReused) -> Response:
+    # 409, as for a unique value taken: the key is taken, by another request body.
+    return problem_response(Problem(409, "Conflict", f"Idempotency-Key: {error}"))
+
+
 def _conflict(error: Conflict) -> Response:
     detail = "a record with the same value of a unique field exists"
     return problem_response(Problem(409, "Conflict", detail))
@@ -94,6 +117,9 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _from_http)
     app.register_error_handler(DatabaseUnavailable, _unavailable)
     app.register_error_handler(QueryTimeout, _timeout)
+    app.register_error_handler(DeadlineExceeded, _deadline)
+    app.register_error_handler(WriteOutcomeUnknown, _outcome_unknown)
+    app.register_error_handler(IdempotencyKeyReused, _key_reused)
     app.register_error_handler(Conflict, _conflict)
     app.register_error_handler(InvalidValue, _invalid)
     app.register_error_handler(Exception, _unexpected)

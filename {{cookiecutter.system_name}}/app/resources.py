@@ -31,6 +31,10 @@ from .storage import SyncStore
 from .validation import body_validator
 from .validation import json_body
 
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IDEMPOTENT_REPLAYED = "Idempotent-Replayed"  # on the answer to a retry: "true"
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]{1,255}$"  # visible ASCII; also in the OpenAPI document
+_IDEMPOTENCY_KEY_VALUE = re.compile(IDEMPOTENCY_KEY_PATTERN)
 ID_RULE = "<int:record_id>"
 MAX_ID = 2**63 - 1
 LIST_PARAMETERS = ("limit", "after")
@@ -82,6 +86,16 @@ def _parse_filter(name: str, kind: str, raw: str) -> Any:
         raise Problem(400, "Bad Request", detail, [{"parameter": name, "detail": detail}]) from None
 
 
+def _idempotency_key() -> str | None:
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY_VALUE.match(key):
+        detail = f"header {IDEMPOTENCY_KEY} must be 1 to 255 visible ASCII characters"
+        raise Problem(400, "Bad Request", detail, [{"header": IDEMPOTENCY_KEY, "detail": detail}])
+    return key
+
+
 def resource_blueprint(name: str) -> Blueprint:
     """The Blueprint of endpoint `name`; routes follow its settings once an app registers it."""
     blueprint = Blueprint(name, __name__)
@@ -129,8 +143,16 @@ def _add_routes(state: BlueprintSetupState, name: str) -> None:
         return _json({"items": items, "next_after": next_after})
 
     def create_record() -> Response:
-        record = store.create(create_body().check(json_body(request)))
-        return _json(record, 201, {"Location": f"{path}/{record['id']}"})
+        body = create_body().check(json_body(request))
+        key = _idempotency_key()
+        if key is None:
+            record, replayed = store.create(body), False
+        else:
+            record, replayed = store.create_once(body, key)
+        headers = {"Location": f"{path}/{record['id']}"}
+        if replayed:
+            headers[IDEMPOTENT_REPLAYED] = "true"
+        return _json(record, 201, headers)
 
     def get_record(record_id: int) -> Response:
         _existing_id(record_id)

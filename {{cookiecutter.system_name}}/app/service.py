@@ -1,4 +1,8 @@
-"""Service routes: /health (liveness), /ready (readiness) and /openapi.json."""
+"""Service routes: /health (liveness), /ready (readiness) and /openapi.json.
+
+The worker (app.worker) answers the probes on threads of their own, so they never wait
+behind requests that are stuck on the database.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,10 @@ from flask import Blueprint
 from flask import Response
 from flask import current_app
 
+from . import deadline
+from .probes import HEALTH_PATH
+from .probes import READY_PATH
+from .storage import DeadlineExceeded
 from .storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -19,28 +27,42 @@ def _json(data: object, status: int = 200) -> Response:
     return Response(json.dumps(data), status=status, mimetype="application/json")
 
 
-@blueprint.get("/health")
+@blueprint.get(HEALTH_PATH)
 def health() -> Response:
     """Liveness: answers without touching any dependency."""
     return _json({"status": "ok"})
 
 
-@blueprint.get("/ready")
+@blueprint.get(READY_PATH)
 def ready() -> Response:
-    """Readiness: every store answers a query; 503 names the stores that do not."""
+    """Readiness: every store answers a query within READY_TIMEOUT_MS and can write; 503
+    names the stores that cannot, each with its reason."""
+    timeout_ms = current_app.config["SETTINGS"].ready_timeout_ms
     checks = {}
-    for store in current_app.extensions["stores"].values():
-        try:
-            store.ping()
-        except StorageError as exc:
-            log.warning("store %s is not ready: %s", store.name, exc)
-            checks[store.name] = "unavailable"
-        else:
-            checks[store.name] = "ok"
+    with deadline.limit(timeout_ms / 1000):
+        for store in current_app.extensions["stores"].values():
+            checks[store.name] = _check(store, timeout_ms)
     failed = sorted(name for name, result in checks.items() if result != "ok")
     if failed:
         return _json({"status": "unavailable", "failed": failed, "checks": checks}, 503)
     return _json({"status": "ok", "checks": checks})
+
+
+def _check(store, timeout_ms: int) -> str:
+    """Either "ok" or why the store is not ready (details are logged, not served)."""
+    try:
+        store.ping()
+        problem = store.write_problem()
+    except DeadlineExceeded:
+        log.warning("store %s is not ready: no answer within %d ms", store.name, timeout_ms)
+        return f"unavailable: no answer within {timeout_ms} ms"
+    except StorageError as exc:
+        log.warning("store %s is not ready: %s", store.name, exc)
+        return "unavailable: the database cannot be reached"
+    if problem:
+        log.warning("store %s cannot write: %s", store.name, problem)
+        return f"cannot write: {problem}"
+    return "ok"
 
 
 @blueprint.get("/openapi.json")

@@ -61,6 +61,8 @@ class Settings:
     pool_min_size: int
     pool_max_size: int
     statement_timeout_ms: int
+    request_timeout_ms: int
+    ready_timeout_ms: int
     max_content_length: int
     proxy_count: int
     log_level: str
@@ -121,6 +123,7 @@ class ServerSettings:
     timeout: int
     graceful_timeout: int
     keepalive: int
+    request_read_timeout: int
     max_requests: int
     max_requests_jitter: int
     preload_app: bool
@@ -160,12 +163,22 @@ def load_server_settings(environ: Mapping[str, str] = os.environ) -> ServerSetti
         timeout=_integer(environ, "GUNICORN_TIMEOUT", 30, 1, 86_400),
         graceful_timeout=_integer(environ, "GUNICORN_GRACEFUL_TIMEOUT", 30, 0, 86_400),
         keepalive=_integer(environ, "GUNICORN_KEEPALIVE", 5, 0, 86_400),
+        request_read_timeout=_integer(environ, "GUNICORN_REQUEST_READ_TIMEOUT", 10, 1, 3600),
         max_requests=_integer(environ, "GUNICORN_MAX_REQUESTS", 0, 0, 10**9),
         max_requests_jitter=_integer(environ, "GUNICORN_MAX_REQUESTS_JITTER", 0, 0, 10**9),
         preload_app=_boolean(environ, "GUNICORN_PRELOAD", False),
         access_log=environ.get("GUNICORN_ACCESS_LOG", "-") or None,
         control_socket=environ.get("GUNICORN_CONTROL_SOCKET") or None,
     )
+
+
+def check_request_timeout(service: Settings, server: ServerSettings) -> None:
+    """A request must end (504) before Gunicorn kills its worker for taking too long."""
+    if service.request_timeout_ms >= server.timeout * 1000:
+        raise ConfigError(
+            f"REQUEST_TIMEOUT_MS={service.request_timeout_ms} is not below "
+            f"GUNICORN_TIMEOUT={server.timeout} s"
+        )
 
 
 def _read_config(path: Path) -> dict:
@@ -232,6 +245,21 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         raise ConfigError(f"DB_POOL_MIN_SIZE={pool_min} is above DB_POOL_MAX_SIZE={pool_max}")
     log_level = _log_level(environ, service.get("log_level", "INFO"))
     keys = tuple(key.strip() for key in environ.get("API_KEYS", "").split(",") if key.strip())
+    statement_timeout_ms = _integer(
+        environ,
+        "DB_STATEMENT_TIMEOUT_MS",
+        database.get("statement_timeout_ms", 5000),
+        1,
+        3_600_000,
+    )
+    request_timeout_ms = _integer(environ, "REQUEST_TIMEOUT_MS", 10_000, 1, 3_600_000)
+    # The database gives up first, with a clear error; the request deadline is the backstop
+    # for a database that does not answer at all.
+    if statement_timeout_ms > request_timeout_ms:
+        raise ConfigError(
+            f"DB_STATEMENT_TIMEOUT_MS={statement_timeout_ms} is above "
+            f"REQUEST_TIMEOUT_MS={request_timeout_ms}"
+        )
     return Settings(
         system_name=data["system"]["name"],
         description=data["system"].get("description", ""),
@@ -241,13 +269,9 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         # A pool smaller than the thread count would reconnect on most requests.
         pool_min_size=max(pool_min, worker_threads),
         pool_max_size=max(pool_max, worker_threads),
-        statement_timeout_ms=_integer(
-            environ,
-            "DB_STATEMENT_TIMEOUT_MS",
-            database.get("statement_timeout_ms", 5000),
-            1,
-            3_600_000,
-        ),
+        statement_timeout_ms=statement_timeout_ms,
+        request_timeout_ms=request_timeout_ms,
+        ready_timeout_ms=_integer(environ, "READY_TIMEOUT_MS", 500, 1, 60_000),
         max_content_length=_integer(
             environ,
             "MAX_CONTENT_LENGTH",

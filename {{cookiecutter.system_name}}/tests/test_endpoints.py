@@ -181,3 +181,44 @@ def test_duplicate_unique_value_is_409(client, headers, name):
     response = client.post(settings.path, json=record, headers=headers(name))
     assert response.status_code == 409
     assert response.mimetype == PROBLEM_JSON
+
+
+CREATE_ENDPOINTS = [name for name in ENDPOINTS if "create" in endpoint(name).operations]
+
+
+@pytest.mark.parametrize("name", CREATE_ENDPOINTS)
+def test_retried_post_with_the_same_idempotency_key_creates_one_record(client, headers, name):
+    settings = endpoint(name)
+    auth = headers(name)
+    first, *others = SAMPLES[settings.store]
+    keyed = {**auth, "Idempotency-Key": f"retry-{name}"}
+
+    created = client.post(settings.path, json=first, headers=keyed)
+    retried = client.post(settings.path, json=first, headers=keyed)
+
+    assert created.status_code == retried.status_code == 201, retried.get_json()
+    assert "Idempotent-Replayed" not in created.headers
+    assert retried.headers["Idempotent-Replayed"] == "true"
+    assert retried.get_json() == created.get_json()
+    assert retried.headers["Location"] == created.headers["Location"]
+    records, _ = STORES_BY_NAME[settings.store].list(limit=100)
+    assert [record["id"] for record in records] == [created.get_json()["id"]]
+
+    if others:  # the same key with another body is refused, and creates nothing
+        reused = client.post(settings.path, json=others[0], headers=keyed)
+        assert reused.status_code == 409 and reused.content_type == PROBLEM_JSON
+        assert "Idempotency-Key" in reused.get_json()["detail"]
+        assert len(STORES_BY_NAME[settings.store].list(limit=100)[0]) == 1
+
+
+@pytest.mark.parametrize("name", CREATE_ENDPOINTS)
+@pytest.mark.parametrize("key", ["", "has spaces", "x" * 256, "caf\u00e9"])
+def test_malformed_idempotency_key_is_400(client, headers, name, key):
+    settings = endpoint(name)
+    sample = SAMPLES[settings.store][0]
+    response = client.post(
+        settings.path, json=sample, headers={**headers(name), "Idempotency-Key": key}
+    )
+    assert response.status_code == 400 and response.content_type == PROBLEM_JSON
+    assert response.get_json()["errors"][0]["header"] == "Idempotency-Key"
+    assert STORES_BY_NAME[settings.store].list(limit=10)[0] == []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 
+import pytest
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,6 +39,28 @@ def test_ready_names_the_stores_that_fail(environ):
     response = client.get(endpoint.path if "list" in endpoint.operations else f"{endpoint.path}/1")
     assert response.status_code in (401, 503)
     assert response.mimetype == PROBLEM_JSON
+
+
+@pytest.mark.parametrize(
+    ("flags", "free_blocks", "reason"),
+    [
+        (os.ST_RDONLY, 10**6, "cannot write: read-only file system"),
+        (0, 0, "cannot write: disk full (0 bytes free)"),
+    ],
+)
+def test_ready_names_a_sqlite_store_that_cannot_write(app, monkeypatch, flags, free_blocks, reason):
+    """What the data directory's file system reports (os.statvfs) decides; the fault tests
+    fill a real disk."""
+    if app.extensions["database"].dialect.postgres:
+        pytest.skip("SQLite only: PostgreSQL reports read-only itself")
+    real = os.statvfs(app.extensions["database"].path.parent)
+    fields = list(real)
+    fields[4] = free_blocks  # f_bavail
+    fields[8] = flags  # f_flag
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result(fields))
+    response = app.test_client().get("/ready")
+    assert response.status_code == 503
+    assert response.get_json()["checks"] == {name: reason for name in STORES}
 
 
 def _metric(client, name: str, **labels: str) -> float:

@@ -10,9 +10,12 @@ from .database import Database
 from .database import open_database
 from .errors import Conflict
 from .errors import DatabaseUnavailable
+from .errors import DeadlineExceeded
+from .errors import IdempotencyKeyReused
 from .errors import InvalidValue
 from .errors import QueryTimeout
 from .errors import StorageError
+from .errors import WriteOutcomeUnknown
 from .store import SyncStore
 
 __all__ = [
@@ -20,10 +23,13 @@ __all__ = [
     "Conflict",
     "Database",
     "DatabaseUnavailable",
+    "DeadlineExceeded",
+    "IdempotencyKeyReused",
     "InvalidValue",
     "NoApplication",
     "QueryTimeout",
     "StorageError",
     "SyncStore",
+    "WriteOutcomeUnknown",
     "open_database",
 ]

@@ -1,12 +1,20 @@
-"""Connections: a psycopg2 ThreadedConnectionPool for PostgreSQL, one connection per thread
-for SQLite. Both are created lazily in the process that uses them, so nothing opened in a
-Gunicorn master (also with preload_app) is ever shared with a forked worker.
+"""Connections: a small pool per process for PostgreSQL, one connection per thread for SQLite.
+
+Both are created lazily in the process that uses them, so nothing opened in a Gunicorn
+master (also with preload_app) is ever shared with a forked worker.
+
+Every wait on PostgreSQL (connecting, sending, waiting for a result, waiting for a free
+connection) ends at the request's deadline (app.deadline), whatever the database or the
+network does: psycopg2 hands its waits to wait_with_deadline(). The server's statement
+timeout still cancels slow statements first; TCP keepalives and tcp_user_timeout let the
+kernel notice a peer that is gone while a connection sits idle in the pool.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import select
 import sqlite3
 import threading
 import time
@@ -15,18 +23,29 @@ from abc import ABC
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+from typing import Generic
 from typing import TypeVar
 
+from .. import deadline
 from ..settings import Settings
 from .errors import Conflict
 from .errors import DatabaseUnavailable
+from .errors import DeadlineExceeded
 from .errors import InvalidValue
 from .errors import QueryTimeout
+from .errors import WriteOutcomeUnknown
 from .sql import Dialect
 from .sql import Table
 
 T = TypeVar("T")
-CONNECT_TIMEOUT_S = 5
+# Idle pooled connections: the kernel probes the peer after 10 s of silence, every 5 s, and
+# gives up after 3 unanswered probes.
+TCP_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
+TCP_KEEPALIVE_COUNT = 3
+# Threads that may check readiness at once (the worker's probe threads).
+PROBE_CONNECTIONS = 2
+# Below this much free space a SQLite store reports that it cannot write.
+MIN_FREE_BYTES = 1024 * 1024
 
 
 class Database(ABC):
@@ -44,106 +63,253 @@ class Database(ABC):
 
     @abstractmethod
     def run(
-        self, work: Callable[[object], T], *, writes: bool = False, transaction: bool = False
+        self,
+        work: Callable[[object], T],
+        *,
+        writes: bool = False,
+        transaction: bool = False,
+        probe: bool = False,
     ) -> T:
         """Run work(cursor) and return its result.
 
         writes: work changes data (a single write is not retried after a lost connection: it
         may have been applied). transaction: work runs several statements that must commit
-        together.
+        together. probe: a readiness check, on connections of its own so that it never waits
+        behind requests.
         """
+
+    @abstractmethod
+    def write_problem(self) -> str | None:
+        """Why the database cannot take writes now (read-only, disk full), or None."""
 
     @abstractmethod
     def close(self) -> None:
         """Release connections held by this process."""
 
 
+class PerProcess(Generic[T]):
+    """A value made on first use in each process; a forked child never uses its parent's."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._pid = 0
+
+    def get(self) -> T:
+        if self._pid == os.getpid():
+            return self._value  # type: ignore[return-value]
+        # Another thread may be making it (connecting, say): wait no longer than the deadline.
+        if not self._lock.acquire(timeout=deadline.remaining(default=60.0) or 0.001):
+            raise DeadlineExceeded("waiting for another thread to reach the database")
+        try:
+            if self._pid != os.getpid():
+                self._value = self._make()
+                self._pid = os.getpid()
+            return self._value  # type: ignore[return-value]
+        finally:
+            self._lock.release()
+
+    def current(self) -> T | None:
+        """The value if this process made one, else None."""
+        return self._value if self._pid == os.getpid() else None
+
+    def forget(self) -> None:
+        self._pid = 0
+        self._value = None
+
+
+def wait_with_deadline(connection) -> None:
+    """psycopg2's wait callback: poll the connection until done or the deadline passes.
+
+    Raising here makes psycopg2 mark the connection broken, so it is never used again.
+    """
+    import psycopg2.extensions as extensions
+
+    expires = deadline.expires()
+    if expires is None:
+        expires = time.monotonic() + _default_wait_s
+    poller = None
+    while True:
+        state = connection.poll()
+        if state == extensions.POLL_OK:
+            return
+        left = expires - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the database did not answer before the deadline")
+        if poller is None:
+            poller = select.poll()
+        else:
+            poller.unregister(connection.fileno())
+        event = select.POLLIN if state == extensions.POLL_READ else select.POLLOUT
+        poller.register(connection.fileno(), event)
+        poller.poll(math.ceil(left * 1000))
+
+
+_default_wait_s = 10.0  # outside a request; PostgresDatabase sets it to REQUEST_TIMEOUT_MS
+
+
+class ConnectionPool:
+    """Up to max_size connections of one process, min_size of them kept when idle.
+
+    Connecting happens outside the lock, so a database that does not answer never makes one
+    thread wait for another's connection attempt. A thread that finds every connection in
+    use waits for one, until its deadline.
+    """
+
+    def __init__(self, connect: Callable[[], object], min_size: int, max_size: int) -> None:
+        self._connect = connect
+        self._min_size = min_size
+        self._max_size = max_size
+        self._idle: list = []
+        self._open = 0
+        self._freed = threading.Condition()
+
+    def take(self):
+        if deadline.remaining(default=_default_wait_s) <= 0:
+            # Waited for a thread past its deadline: never start work that cannot finish.
+            raise DeadlineExceeded("the request's deadline passed before it reached the database")
+        with self._freed:
+            while True:
+                while self._idle:
+                    connection = self._idle.pop()
+                    if not _looks_closed(connection):
+                        return connection
+                    self._open -= 1
+                    connection.close()
+                if self._open < self._max_size:
+                    self._open += 1
+                    break
+                if not self._freed.wait(deadline.remaining(default=_default_wait_s)):
+                    raise DatabaseUnavailable(f"all {self._max_size} connections are in use")
+        try:
+            return self._connect()
+        except BaseException:
+            with self._freed:
+                self._open -= 1
+                self._freed.notify()
+            raise
+
+    def give_back(self, connection, *, discard: bool = False) -> None:
+        with self._freed:
+            if discard or connection.closed or len(self._idle) >= self._min_size:
+                self._open -= 1
+                connection.close()
+            else:
+                self._idle.append(connection)
+            self._freed.notify()
+
+    def discard_idle(self) -> None:
+        """After a broken connection the idle ones are likely dead too: close them."""
+        with self._freed:
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+        for connection in idle:
+            connection.close()
+
+    def close(self) -> None:
+        self.discard_idle()
+
+
+def _looks_closed(connection) -> bool:
+    """An idle connection with something to read was closed by the server (a restart or
+    an idle timeout sends an error, then end of file). Found before a write is sent on it,
+    so that such a write is never of unknown outcome."""
+    if connection.closed:
+        return True
+    poller = select.poll()
+    poller.register(connection.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class PostgresDatabase(Database):
     def __init__(
-        self, url: str, min_size: int, max_size: int, statement_timeout_ms: int, name: str
+        self,
+        url: str,
+        min_size: int,
+        max_size: int,
+        statement_timeout_ms: int,
+        request_timeout_ms: int,
+        name: str,
     ) -> None:
         super().__init__()
         import psycopg2
         import psycopg2.errors
-        import psycopg2.pool
+        import psycopg2.extensions
 
+        global _default_wait_s
+        _default_wait_s = request_timeout_ms / 1000
+        psycopg2.extensions.set_wait_callback(wait_with_deadline)
         self._psycopg2 = psycopg2
         self.dialect = Dialect("postgresql")
-        self._url = url
-        self._name = name
-        self._sizes = (min_size, max_size)
-        self._options = f"-c statement_timeout={statement_timeout_ms} -c timezone=UTC"
-        self._lock = threading.Lock()
-        self._pool = None
-        self._pid = 0
+        self._connect_arguments = {
+            "dsn": url,
+            "options": f"-c statement_timeout={statement_timeout_ms} -c timezone=UTC",
+            "application_name": name,
+            **TCP_KEEPALIVE,
+            "keepalives_count": TCP_KEEPALIVE_COUNT,
+            # Data sent but not acknowledged for this long: the connection is dead.
+            "tcp_user_timeout": request_timeout_ms,
+        }
+        self._pool = PerProcess(lambda: ConnectionPool(self._connect, min_size, max_size))
+        self._probe_pool = PerProcess(lambda: ConnectionPool(self._connect, 1, PROBE_CONNECTIONS))
+        self._tables_created = PerProcess(self._create_tables)
         self._connection_errors = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
-    def _current_pool(self):
-        pool = self._pool
-        if pool is not None and self._pid == os.getpid():
-            return pool
-        with self._lock:
-            if self._pool is None or self._pid != os.getpid():
-                # A pool inherited through fork is dropped unused: its sockets are the parent's.
-                self._pool = None
-                self._pool = self._open_pool()
-                self._pid = os.getpid()
-            return self._pool
-
-    def _open_pool(self):
+    def _connect(self):
         try:
-            pool = self._psycopg2.pool.ThreadedConnectionPool(
-                *self._sizes,
-                dsn=self._url,
-                options=self._options,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                application_name=self._name,
-            )
+            connection = self._psycopg2.connect(**self._connect_arguments)
         except self._psycopg2.OperationalError as exc:
             raise DatabaseUnavailable(_first_line(exc)) from None
-        try:
-            self._create_tables(pool)
-        except BaseException:
-            pool.closeall()
-            raise
-        return pool
+        connection.autocommit = True
+        return connection
 
-    def _create_tables(self, pool) -> None:
-        """Idempotent, and serialised by an advisory lock when many workers start at once."""
-        connection = pool.getconn()
-        try:
-            with connection, connection.cursor() as cursor:
-                lock_key = zlib.crc32(",".join(t.name for t in self.tables).encode())
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
-                for table in self.tables:
-                    for statement in table.create_statements():
-                        cursor.execute(statement)
-        except self._connection_errors as exc:
-            pool.putconn(connection, close=True)
-            raise DatabaseUnavailable(_first_line(exc)) from None
-        pool.putconn(connection)
+    def _create_tables(self) -> bool:
+        """Create what is missing: idempotent, and serialised by an advisory lock when many
+        workers start at once. Tables that are complete are only read, so a worker starts
+        on a read-only database, and takes no lock a running query would wait for."""
+        undefined = (self._psycopg2.errors.UndefinedTable, self._psycopg2.errors.UndefinedColumn)
 
-    def _discard_pool(self, pool) -> None:
-        """After a broken connection, start afresh: the other idle ones are likely dead too."""
-        with self._lock:
-            if self._pool is pool:
-                self._pool = None
+        def complete(cursor) -> bool:
+            for table in self.tables:
+                try:
+                    cursor.execute(table.exists_sql)
+                except undefined:
+                    return False
+            return True
+
+        pool = self._pool.get()
+        if self._run_on(pool, complete, writes=False, transaction=False):
+            return True
+        lock_key = zlib.crc32(",".join(t.name for t in self.tables).encode())
+
+        def create(cursor) -> None:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+            for table in self.tables:
+                for statement in table.create_statements():
+                    cursor.execute(statement)
+
+        self._run_on(pool, create, writes=True, transaction=True)
+        return True
 
     def run(
-        self, work: Callable[[object], T], *, writes: bool = False, transaction: bool = False
+        self,
+        work: Callable[[object], T],
+        *,
+        writes: bool = False,
+        transaction: bool = False,
+        probe: bool = False,
     ) -> T:
+        self._tables_created.get()
+        pool = self._probe_pool.get() if probe else self._pool.get()
+        return self._run_on(pool, work, writes=writes, transaction=transaction)
+
+    def _run_on(self, pool: ConnectionPool, work, *, writes: bool, transaction: bool):
+        """The one place that borrows a connection, runs work, translates driver errors into
+        the service's errors, and returns or discards the connection."""
         errors = self._psycopg2.errors
         for attempt in (1, 2):
-            pool = self._current_pool()
-            try:
-                connection = pool.getconn()
-            except self._psycopg2.pool.PoolError as exc:
-                raise DatabaseUnavailable(str(exc)) from None
-            except self._connection_errors as exc:
-                self._discard_pool(pool)
-                raise DatabaseUnavailable(_first_line(exc)) from None
-            if not connection.autocommit:
-                connection.autocommit = True
+            connection = pool.take()
             committing = False
             try:
                 with connection.cursor() as cursor:
@@ -155,57 +321,74 @@ class PostgresDatabase(Database):
                     else:
                         committing = writes  # a lone write commits as it runs
                         result = work(cursor)
+            except DeadlineExceeded:
+                pool.give_back(connection, discard=True)
+                if committing:
+                    raise WriteOutcomeUnknown(
+                        "no answer to the commit before the deadline"
+                    ) from None
+                raise
             except errors.QueryCanceled as exc:
-                _rollback(connection)
-                pool.putconn(connection)
+                self._end_transaction(pool, connection)
                 raise QueryTimeout(_first_line(exc)) from None
             except errors.UniqueViolation as exc:
-                _rollback(connection)
-                pool.putconn(connection)
+                self._end_transaction(pool, connection)
                 raise Conflict(getattr(exc.diag, "constraint_name", None) or "unique") from None
             except (errors.DataError, errors.IntegrityError) as exc:
-                _rollback(connection)
-                pool.putconn(connection)
+                self._end_transaction(pool, connection)
                 raise InvalidValue(_first_line(exc)) from None
+            except (errors.ReadOnlySqlTransaction, errors.DiskFull) as exc:
+                self._end_transaction(pool, connection)
+                raise DatabaseUnavailable(_first_line(exc)) from None
             except self._connection_errors as exc:
-                broken = connection.closed != 0
-                _put_back(pool, connection, close=True)
+                # Closed, or ended by the server (an administrator, a shutdown: SQLSTATE 57P*)
+                # or the network (08*) before psycopg2 noticed the socket close.
+                code = getattr(exc, "pgcode", None) or ""
+                broken = connection.closed != 0 or code.startswith(("57P", "08"))
+                pool.give_back(connection, discard=True)
                 if broken:
-                    self._discard_pool(pool)
-                # Work that had not reached its commit cannot have been applied, so one retry
-                # on a fresh connection is safe; a write that may have committed is not retried.
-                if broken and not committing and attempt == 1:
+                    pool.discard_idle()
+                if broken and committing:
+                    raise WriteOutcomeUnknown(_first_line(exc)) from None
+                # Work that had not reached its commit cannot have been applied: one retry
+                # on a fresh connection is safe.
+                if broken and attempt == 1:
                     continue
                 raise DatabaseUnavailable(_first_line(exc)) from None
             except BaseException:
-                _rollback(connection)
-                _put_back(pool, connection, close=connection.closed != 0)
+                self._end_transaction(pool, connection)
                 raise
-            _put_back(pool, connection, close=False)
+            pool.give_back(connection)
             return result
         raise AssertionError("unreachable")
 
+    def _end_transaction(self, pool: ConnectionPool, connection) -> None:
+        """Roll back a failed explicit transaction (a no-op outside one), then return the
+        connection, or discard it if it cannot be rolled back."""
+        try:
+            if connection.get_transaction_status() != 0:  # not idle
+                connection.cursor().execute("ROLLBACK")
+        except Exception:
+            pool.give_back(connection, discard=True)
+            return
+        pool.give_back(connection)
+
+    def write_problem(self) -> str | None:
+        def work(cursor) -> bool:
+            cursor.execute(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
+            )
+            return bool(cursor.fetchone()[0])
+
+        return "read-only database" if self.run(work, probe=True) else None
+
     def close(self) -> None:
-        with self._lock:
-            if self._pool is not None and self._pid == os.getpid():
-                self._pool.closeall()
-            self._pool = None
-
-
-def _rollback(connection) -> None:
-    """End a failed explicit transaction (a no-op outside one)."""
-    try:
-        if connection.get_transaction_status() != 0:  # not idle
-            connection.cursor().execute("ROLLBACK")
-    except Exception:  # a broken connection cannot roll back; it is discarded by the caller
-        pass
-
-
-def _put_back(pool, connection, *, close: bool) -> None:
-    try:
-        pool.putconn(connection, close=close)
-    except Exception:  # the pool was replaced and closed meanwhile
-        connection.close()
+        for pool in (self._pool.current(), self._probe_pool.current()):
+            if pool is not None:
+                pool.close()
+        self._pool.forget()
+        self._probe_pool.forget()
+        self._tables_created.forget()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -252,20 +435,22 @@ class SqliteDatabase(Database):
         with self._ready_lock:
             if self._ready_pid == os.getpid():
                 return
-            deadline = time.monotonic() + self._timeout_s
+            deadline_at = time.monotonic() + self._timeout_s
             while True:
                 try:
                     connection.execute("PRAGMA journal_mode=WAL")
                     connection.execute("BEGIN IMMEDIATE")
                     break
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                    if "locked" not in str(exc) or time.monotonic() > deadline_at:
                         raise
                     time.sleep(0.05)
             try:
                 for table in self.tables:
+                    if _table_complete(connection, table):
+                        continue
                     for statement in table.create_statements():
-                        connection.execute(statement)
+                        _execute_unless_column_exists(connection, statement)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -273,10 +458,17 @@ class SqliteDatabase(Database):
             self._ready_pid = os.getpid()
 
     def run(
-        self, work: Callable[[object], T], *, writes: bool = False, transaction: bool = False
+        self,
+        work: Callable[[object], T],
+        *,
+        writes: bool = False,
+        transaction: bool = False,
+        probe: bool = False,
     ) -> T:
         connection = self._connection()
-        self._local.deadline = time.monotonic() + self._timeout_s
+        self._local.deadline = time.monotonic() + min(
+            self._timeout_s, deadline.remaining(default=self._timeout_s)
+        )
         cursor = connection.cursor()
         try:
             if transaction:
@@ -301,11 +493,45 @@ class SqliteDatabase(Database):
         finally:
             cursor.close()
 
+    def write_problem(self) -> str | None:
+        directory = self.path.parent
+        try:
+            stats = os.statvfs(directory)
+        except OSError as exc:
+            return f"{directory}: {exc.strerror}"
+        if stats.f_flag & os.ST_RDONLY:
+            return "read-only file system"
+        free = stats.f_bavail * stats.f_frsize
+        if free < MIN_FREE_BYTES:
+            return f"disk full ({free} bytes free)"
+        for path in (self.path, directory):
+            if path.exists() and not os.access(path, os.W_OK):
+                return "read-only database file"
+        return None
+
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)
         if connection is not None and self._local.pid == os.getpid():
             connection.close()
         self._local = threading.local()
+
+
+def _table_complete(connection: sqlite3.Connection, table: Table) -> bool:
+    try:
+        connection.execute(table.exists_sql)
+    except sqlite3.OperationalError as exc:
+        if "no such" in str(exc):  # no such table, no such column
+            return False
+        raise
+    return True
+
+
+def _execute_unless_column_exists(connection: sqlite3.Connection, statement: str) -> None:
+    try:
+        connection.execute(statement)
+    except sqlite3.OperationalError as exc:
+        if not (statement.startswith("ALTER TABLE") and "duplicate column" in str(exc)):
+            raise
 
 
 def _sqlite_rollback(connection: sqlite3.Connection) -> None:
@@ -319,7 +545,9 @@ def open_database(settings: Settings) -> Database:
     timeout_ms = settings.statement_timeout_ms
     if url and url.startswith(("postgresql://", "postgres://")):
         sizes = (settings.pool_min_size, settings.pool_max_size)
-        return PostgresDatabase(url, *sizes, timeout_ms, settings.system_name)
+        return PostgresDatabase(
+            url, *sizes, timeout_ms, settings.request_timeout_ms, settings.system_name
+        )
     sqlite_path = settings.sqlite_path
     if url and url.startswith("sqlite:///"):
         sqlite_path = Path(url[len("sqlite:///") :])

@@ -6,11 +6,23 @@ class StorageError(Exception):
 
 
 class DatabaseUnavailable(StorageError):
-    """The database cannot be reached or dropped the connection (answered with 503)."""
+    """The database cannot be reached, refuses to write, or dropped the connection before
+    anything could be applied (answered with 503: retry later)."""
 
 
 class QueryTimeout(StorageError):
-    """A statement ran past the configured statement timeout (answered with 504)."""
+    """A statement ran past the configured statement timeout and was cancelled, or the
+    database did not answer before the request's deadline; nothing was applied (504)."""
+
+
+class DeadlineExceeded(QueryTimeout):
+    """The database did not answer before the request's deadline (raised while waiting on it;
+    the connection is discarded)."""
+
+
+class WriteOutcomeUnknown(StorageError):
+    """A write was sent but its commit was never confirmed: it may have been applied (504;
+    a client retries it safely with the same Idempotency-Key)."""
 
 
 class Conflict(StorageError):
@@ -19,3 +31,7 @@ class Conflict(StorageError):
 
 class InvalidValue(StorageError):
     """The database refused a value the schema let through (answered with 422)."""
+
+
+class IdempotencyKeyReused(StorageError):
+    """An Idempotency-Key already created a record from a different request body (409)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+import zlib
 from collections.abc import Callable
 from datetime import UTC
 from datetime import date
@@ -20,6 +21,8 @@ from typing import Any
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 SYSTEM_COLUMNS = ("id", "created_at", "updated_at")
 DOCUMENT_COLUMN = "doc"
+# Kept with each record a POST created with an Idempotency-Key header; never served.
+IDEMPOTENCY_COLUMNS = ("idempotency_key", "idempotency_fingerprint")
 
 _POSTGRES_TYPES = {
     "string": "TEXT",
@@ -49,6 +52,14 @@ def quote(identifier: str) -> str:
     if not IDENTIFIER.match(identifier):
         raise ValueError(f"not a safe SQL identifier: {identifier!r}")
     return f'"{identifier}"'
+
+
+def _index_name(table: str, column: str) -> str:
+    """table_column, shortened with a checksum to fit the 63 characters of an identifier."""
+    name = f"{table}_{column}"
+    if len(name) <= 63:
+        return name
+    return f"{name[:54]}_{zlib.crc32(name.encode()):08x}"
 
 
 def utc_now() -> datetime:
@@ -148,6 +159,21 @@ class Table:
         self.lock_sql = self.get_sql + (" FOR UPDATE" if dialect.postgres else "")
         self.delete_sql = f'DELETE FROM {self.quoted} WHERE "id" = {p}'  # nosec B608
         self.ping_sql = f"SELECT 1 FROM {self.quoted} LIMIT 1"  # nosec B608
+        # Fails unless the table has every column: create_statements() are then needed.
+        internal = ", ".join(quote(c) for c in IDEMPOTENCY_COLUMNS)
+        self.exists_sql = f"SELECT {everything}, {internal} FROM {self.quoted} LIMIT 0"  # nosec B608
+        # A POST with an Idempotency-Key: inserted once; a retry finds the first record.
+        self.insert_once_sql = (
+            f"INSERT INTO {self.quoted} ({', '.join(quote(c) for c in columns)}, "  # nosec B608
+            f'"created_at", "updated_at", "idempotency_key", "idempotency_fingerprint") '
+            f"VALUES ({', '.join([p] * (len(columns) + 4))}) "
+            f'ON CONFLICT ("idempotency_key") WHERE "idempotency_key" IS NOT NULL DO NOTHING '
+            f"RETURNING {everything}"
+        )
+        self.find_by_key_sql = (
+            f'SELECT {everything}, "idempotency_fingerprint" FROM {self.quoted} '  # nosec B608
+            f'WHERE "idempotency_key" = {p}'
+        )
 
     def create_statements(self) -> list[str]:
         d = self.dialect
@@ -156,8 +182,22 @@ class Table:
             *(self._column_definition(column) for column in self.columns),
             f'"created_at" {d.timestamp} NOT NULL',
             f'"updated_at" {d.timestamp} NOT NULL',
+            *(f"{quote(column)} TEXT" for column in IDEMPOTENCY_COLUMNS),
         ]
-        return [f"CREATE TABLE IF NOT EXISTS {self.quoted} ({', '.join(columns)})"]
+        # A table made by an earlier version of the template gains the idempotency columns
+        # (SQLite has no IF NOT EXISTS here: SqliteDatabase skips a column that exists).
+        exists = " IF NOT EXISTS" if d.postgres else ""
+        index = quote(_index_name(self.name, "idempotency_key"))
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.quoted} ({', '.join(columns)})",
+            *(
+                f"ALTER TABLE {self.quoted} ADD COLUMN{exists} {quote(column)} TEXT"
+                for column in IDEMPOTENCY_COLUMNS
+            ),
+            # Partial: a POST without a key (most of them) updates no index for it.
+            f'CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {self.quoted} ("idempotency_key") '
+            'WHERE "idempotency_key" IS NOT NULL',
+        ]
 
     def _column_definition(self, column: str) -> str:
         definition = f"{quote(column)} {self.dialect.types[self.kinds[column]]}"

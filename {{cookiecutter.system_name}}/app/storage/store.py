@@ -6,11 +6,14 @@ asynchronous API in aio.py is a thin facade over this class.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from types import ModuleType
 from typing import Any
 
 from ..settings import StoreSettings
 from .database import Database
+from .errors import IdempotencyKeyReused
 from .sql import DOCUMENT_COLUMN
 from .sql import Table
 from .sql import utc_now
@@ -86,15 +89,48 @@ class SyncStore:
             return records[:limit], records[limit - 1]["id"]
         return records, None
 
+    def _insert_params(self, record: dict) -> list:
+        """A new record's values, after defaults and the before_write hook, and timestamps."""
+        table = self._table
+        now = self._timestamp(table)
+        return [*self._row_values(table, self._before_write({**self.defaults, **record})), now, now]
+
     def create(self, record: dict) -> dict:
         database, table = self._database, self._table
-        record = self._before_write({**self.defaults, **record})
-        now = self._timestamp(table)
-        params = [*self._row_values(table, record), now, now]
+        params = self._insert_params(record)
 
         def work(cursor) -> dict:
             cursor.execute(table.insert_sql, params)
             return table.to_record(cursor.fetchone())
+
+        return database.run(work, writes=True)
+
+    def create_once(self, record: dict, idempotency_key: str) -> tuple[dict, bool]:
+        """Create the record unless idempotency_key already created one: (record, replayed).
+
+        A retry of a POST whose answer was lost finds the record its first attempt made. The
+        key is kept with the record, with a fingerprint of the request body: a key reused for
+        a different body raises IdempotencyKeyReused.
+        """
+        database, table = self._database, self._table
+        fingerprint = hashlib.sha256(
+            json.dumps(record, sort_keys=True, default=str).encode()
+        ).hexdigest()
+        params = [*self._insert_params(record), idempotency_key, fingerprint]
+
+        def work(cursor) -> tuple[dict, bool]:
+            cursor.execute(table.insert_once_sql, params)
+            row = cursor.fetchone()
+            if row is not None:
+                return table.to_record(row), False
+            cursor.execute(table.find_by_key_sql, (idempotency_key,))
+            row = cursor.fetchone()
+            if row is None:  # deleted since: the key no longer names a record
+                raise IdempotencyKeyReused("the record this key created was deleted")
+            *values, stored = row
+            if stored != fingerprint:
+                raise IdempotencyKeyReused("the key was used with a different request body")
+            return table.to_record(tuple(values)), True
 
         return database.run(work, writes=True)
 
@@ -157,6 +193,11 @@ class SyncStore:
         return database.run(work, writes=True)
 
     def ping(self) -> None:
-        """Raise a StorageError unless the database answers and the table exists."""
+        """Raise a StorageError unless the database answers and the table exists; on the
+        database's probe connections, so that it never waits behind requests."""
         database, table = self._database, self._table
-        database.run(lambda cursor: cursor.execute(table.ping_sql))
+        database.run(lambda cursor: cursor.execute(table.ping_sql), probe=True)
+
+    def write_problem(self) -> str | None:
+        """Why this store cannot take writes now (read-only, disk full), or None."""
+        return self._database.write_problem()
