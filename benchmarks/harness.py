@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service_validator.server import shell_environment
+from service_validator.server import child_pids, shell_environment
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_DIR = BENCH_DIR / "wrk"
@@ -133,13 +133,7 @@ class Server:
 
     def worker_pids(self) -> list[int]:
         """The PIDs of this server's workers (children of its master)."""
-        if self.process is None:
-            return []
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        try:
-            return [int(pid) for pid in children.read_text().split()]
-        except OSError:
-            return []
+        return [] if self.process is None else child_pids(self.process.pid)
 
     def stop(self) -> None:
         process = self.process

@@ -78,7 +78,8 @@ class Config:
 # headline.
 CONFIGS = {
     "gthread": Config({}),
-    # One request thread per worker: the generated worker, and sync workers in the baseline.
+    # GUNICORN_THREADS=1, a supported setting (one request at a time per worker, for code
+    # that is not thread-safe): the generated worker, against sync workers in the baseline.
     "1 thread": Config({"GUNICORN_THREADS": "1"}),
     # The former default, measured for what it costs; never the headline, never judged.
     "recycling every 10,000 (not shipped; baseline: the shipped defaults)": Config(

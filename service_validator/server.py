@@ -31,6 +31,17 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def child_pids(pid: int) -> list[int]:
+    """A process's children (a Gunicorn master's workers, a postmaster's backends); [] once it
+    has exited. Both fork from their main thread, whose children /proc lists."""
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:
+        return []
+
+
 class HttpResult:
     def __init__(self, status: int, headers, body: bytes) -> None:
         self.status = status

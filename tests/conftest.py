@@ -64,6 +64,14 @@ def postgres_database(postgres_server_url):
     admin.close()
 
 
+def cannot_run_here(reason: str) -> None:
+    """A test whose means (root, a tool) this machine lacks: skipped with the reason, or
+    failed when REQUIRE_FAULT_TOOLS=1 (.ci/run sets it: CI runs as root and installs them)."""
+    if os.environ.get("REQUIRE_FAULT_TOOLS") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def measure(request):
     """Record what a reliability test measured; with RELIABILITY_REPORT set, each record is

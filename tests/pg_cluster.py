@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service_validator.server import free_port
+from service_validator.server import child_pids, free_port
 
 _SERVER_BIN_DIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 BIN_DIR = Path(_SERVER_BIN_DIRS[-1]) if _SERVER_BIN_DIRS else None
@@ -86,18 +86,9 @@ class ThrowawayCluster:
         _as_postgres([str(BIN_DIR / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
 
     def processes(self) -> list[int]:
-        """The postmaster and its children (backends, checkpointer, ...), read from /proc."""
+        """The postmaster and its children (backends, checkpointer, ...)."""
         postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
-        family = [postmaster]
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                if parent == postmaster:
-                    family.append(int(entry.name))
-        return family
+        return [postmaster, *child_pids(postmaster)]
 
     def log(self) -> str:
         path = self.root / "log"

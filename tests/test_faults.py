@@ -22,10 +22,10 @@ import network
 import psycopg2
 import pytest
 import yaml
-from conftest import EXAMPLES_DIR, bake
+from conftest import EXAMPLES_DIR, bake, cannot_run_here
 from pg_cluster import ThrowawayCluster
 
-from service_validator.server import GunicornServer, HttpResult, http, rss_kib
+from service_validator.server import GunicornServer, HttpResult, child_pids, http, rss_kib
 
 pytestmark = pytest.mark.slow  # real servers under load, faults, scenario runs
 
@@ -47,17 +47,8 @@ def cluster():
 
 
 def worker_pids(master: int) -> set[int]:
-    """The master's child processes, read from /proc."""
-    children = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master:
-                children.add(int(entry.name))
-    return children
+    """The master's child processes."""
+    return set(child_pids(master))
 
 
 def wait_for(condition, timeout: float, step: float = 0.05) -> float:
@@ -580,7 +571,7 @@ def test_frozen_database_bounds_every_request(order_service, tmp_path, cluster, 
 def remote_cluster():
     reason = network.unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        cannot_run_here(reason)
     host = network.RemoteHost().create()
     try:
         cluster = ThrowawayCluster(host=host.address, netns=host.name)
@@ -697,7 +688,7 @@ def test_slow_clients_do_not_starve_the_service(order_service, tmp_path, measure
 def small_disk(tmp_path):
     """A 4 MiB tmpfs: a disk that fills up."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        cannot_run_here("mounting a tmpfs needs root")
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     subprocess.run(

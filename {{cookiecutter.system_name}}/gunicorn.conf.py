@@ -51,9 +51,9 @@ workers = _server.workers
 # Request threads per worker (GUNICORN_THREADS, default 4), beside two threads for probes.
 threads = _server.threads
 
-# Gunicorn's threaded worker, reading each request in full before a thread takes it: a client
-# gets GUNICORN_REQUEST_READ_TIMEOUT seconds (default 10) to send its request line, headers and
-# body, then 408. Slow clients never hold a thread, so no buffering proxy is needed in front.
+# Gunicorn's threaded worker, whose threads never wait for a client to send (app/worker.py): a
+# client gets GUNICORN_REQUEST_READ_TIMEOUT seconds (default 10) to send its request line,
+# headers and body, then 408. Slow clients never hold a thread: no buffering proxy is needed.
 worker_class = "app.worker.RequestBufferingWorker"
 
 # Seconds a worker may go silent before it is killed and replaced (GUNICORN_TIMEOUT, default

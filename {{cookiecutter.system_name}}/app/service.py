@@ -6,8 +6,10 @@ behind requests that are stuck on the database.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 
 from flask import Blueprint
 from flask import Response
@@ -38,21 +40,23 @@ def ready() -> Response:
     """Readiness: every store answers a query within READY_TIMEOUT_MS and can write; 503
     names the stores that cannot, each with its reason."""
     timeout_ms = current_app.config["SETTINGS"].ready_timeout_ms
+    # Whether the database takes writes is asked once, whatever the number of stores on it.
+    write_problem = functools.cache(current_app.extensions["database"].write_problem)
     checks = {}
     with deadline.limit(timeout_ms / 1000):
         for store in current_app.extensions["stores"].values():
-            checks[store.name] = _check(store, timeout_ms)
+            checks[store.name] = _check(store, write_problem, timeout_ms)
     failed = sorted(name for name, result in checks.items() if result != "ok")
     if failed:
         return _json({"status": "unavailable", "failed": failed, "checks": checks}, 503)
     return _json({"status": "ok", "checks": checks})
 
 
-def _check(store, timeout_ms: int) -> str:
+def _check(store, write_problem: Callable[[], str | None], timeout_ms: int) -> str:
     """Either "ok" or why the store is not ready (details are logged, not served)."""
     try:
         store.ping()
-        problem = store.write_problem()
+        problem = write_problem()
     except DeadlineExceeded:
         log.warning("store %s is not ready: no answer within %d ms", store.name, timeout_ms)
         return f"unavailable: no answer within {timeout_ms} ms"

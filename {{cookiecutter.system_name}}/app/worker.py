@@ -69,7 +69,8 @@ class BufferedConnection(TConn):
 
 
 class RequestBufferingWorker(ThreadWorker):
-    """gthread, with requests read in full by the event loop and probes on their own threads."""
+    """gthread whose threads never wait for a client to send, with probes that skip the queue
+    while the request threads are stalled."""
 
     def __init__(self, *args, **kwargs) -> None:
         """In the master, before fork: a worker must be ready for SIGTERM as soon as it runs,

@@ -52,7 +52,8 @@ def test_ready_names_a_sqlite_store_that_cannot_write(app, monkeypatch, flags, f
     """What the data directory's file system reports (os.statvfs) decides; the fault tests
     fill a real disk."""
     if app.extensions["database"].dialect.postgres:
-        pytest.skip("SQLite only: PostgreSQL reports read-only itself")
+        # PostgreSQL's store asks the server whether it takes writes, not the local disk.
+        pytest.skip("SQLite only: the data directory's file system decides")
     real = os.statvfs(app.extensions["database"].path.parent)
     fields = list(real)
     fields[4] = free_blocks  # f_bavail

@@ -165,8 +165,8 @@ class Table:
         # A POST with an Idempotency-Key: inserted once; a retry finds the first record.
         self.insert_once_sql = (
             f"INSERT INTO {self.quoted} ({', '.join(quote(c) for c in columns)}, "  # nosec B608
-            f'"created_at", "updated_at", "idempotency_key", "idempotency_fingerprint") '
-            f"VALUES ({', '.join([p] * (len(columns) + 4))}) "
+            f'"created_at", "updated_at", {internal}) '
+            f"VALUES ({', '.join([p] * (len(columns) + 2 + len(IDEMPOTENCY_COLUMNS)))}) "
             f'ON CONFLICT ("idempotency_key") WHERE "idempotency_key" IS NOT NULL DO NOTHING '
             f"RETURNING {everything}"
         )

@@ -197,7 +197,3 @@ class SyncStore:
         database's probe connections, so that it never waits behind requests."""
         database, table = self._database, self._table
         database.run(lambda cursor: cursor.execute(table.ping_sql), probe=True)
-
-    def write_problem(self) -> str | None:
-        """Why this store cannot take writes now (read-only, disk full), or None."""
-        return self._database.write_problem()
