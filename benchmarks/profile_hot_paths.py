@@ -212,16 +212,13 @@ def _sqlite_lean_run(self, work, **options):
 
 def _postgres_lean_run(self, work, **options):
     """PostgresDatabase.run as a bare autocommit statement: no BEGIN/COMMIT, no error mapping."""
-    pool = self._current_pool()
-    connection = pool.getconn()
-    previous = connection.autocommit
+    pool = self._pool.get()
+    connection = pool.take()
     try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
+        with connection.cursor() as cursor:  # pooled connections are in autocommit
             return work(cursor)
     finally:
-        connection.autocommit = previous  # the pooled connection goes back as it came
-        pool.putconn(connection)
+        pool.give_back(connection)
 
 
 def ablations(apps: Apps, backend: str) -> dict[str, Callable[[], Any]]:

@@ -15,13 +15,11 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from .field_types import store_schemas
+from . import schema_check
 from .model import Blueprint
 from .samples import store_samples
+from .service_modules import defaults, field_types
 
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-DEFAULT_STATEMENT_TIMEOUT_MS = 5000
-DEFAULT_MAX_CONTENT_LENGTH = 1024 * 1024
 GENERATED_NOTE = (
     "# Generated from blueprint.yaml by autocoder-template: regeneration rewrites this file.\n"
 )
@@ -29,7 +27,7 @@ GENERATED_NOTE = (
 
 def _identifier(value: object) -> str:
     """Only checked names may be pasted into generated code."""
-    if not isinstance(value, str) or not IDENTIFIER.match(value):
+    if not isinstance(value, str) or not field_types.IDENTIFIER.match(value):
         raise ValueError(f"refusing to render {value!r} into generated code")
     return value
 
@@ -79,14 +77,18 @@ def system_config(model: dict) -> dict:
     return {
         "system": model["system"],
         "service": {
-            "max_content_length": DEFAULT_MAX_CONTENT_LENGTH,
+            "max_content_length": defaults.MAX_CONTENT_LENGTH,
             "proxy_count": 0,
             "log_level": "INFO",
         },
         "database": {
-            "pool_min_size": max((pool["min_size"] for pool in pools), default=2),
-            "pool_max_size": max((pool["max_size"] for pool in pools), default=10),
-            "statement_timeout_ms": DEFAULT_STATEMENT_TIMEOUT_MS,
+            "pool_min_size": max(
+                (pool["min_size"] for pool in pools), default=defaults.POOL_MIN_SIZE
+            ),
+            "pool_max_size": max(
+                (pool["max_size"] for pool in pools), default=defaults.POOL_MAX_SIZE
+            ),
+            "statement_timeout_ms": defaults.STATEMENT_TIMEOUT_MS,
         },
         "stores": {
             name: {"table": store["table"], "fields": store["fields"]}
@@ -147,9 +149,6 @@ def project_files(blueprint: Blueprint) -> dict[str, str]:
         "config/system_config.yaml": GENERATED_NOTE
         + "# Every value can be overridden from the environment: see README.md.\n"
         + _dump_yaml(system_config(model)),
-        "app/schemas.json": _dump_json(
-            {name: store_schemas(store["fields"]) for name, store in model["stores"].items()}
-        ),
         "tests/samples.json": _dump_json(
             {name: store_samples(store["fields"])[0] for name, store in model["stores"].items()}
         ),
@@ -186,8 +185,10 @@ def write_project(blueprint: Blueprint, project_dir: str | Path) -> list[str]:
     """Write the blueprint-determined files into project_dir; return the paths written."""
     root = Path(project_dir).resolve()
     written = []
-    schema_text = resources.files(__package__).joinpath("blueprint.schema.json").read_text("utf-8")
-    planned = {**project_files(blueprint), "blueprint.schema.json": schema_text}
+    planned = {
+        **project_files(blueprint),
+        "blueprint.schema.json": _dump_json(schema_check.schema()),
+    }
     for relative, text in planned.items():
         _write(root, relative, text)
         written.append(relative)

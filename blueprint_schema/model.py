@@ -17,19 +17,14 @@ from pathlib import Path
 
 from . import legacy, schema_check
 from .diagnostics import Diagnostic, Positions, Report
-from .field_types import FIELD_OPTIONS, field_json_schema, pattern_error, value_validator
 from .samples import field_samples
+from .service_modules import defaults, field_types
 from .yaml_source import read_file
 
 RESERVED_PATHS = ("/health", "/ready", "/metrics", "/openapi.json")
-RESERVED_FIELDS = ("id", "created_at", "updated_at")
-# Columns the service keeps beside a record's fields (a POST's Idempotency-Key), never served.
-INTERNAL_COLUMNS = ("idempotency_key", "idempotency_fingerprint")
 ALL_OPERATIONS = ["list", "get", "create", "update", "delete"]
-DEFAULT_PAGE_SIZE = 50
-DEFAULT_MAX_PAGE_SIZE = 500
-DEFAULT_POOL = {"min_size": 2, "max_size": 10}
-CREDENTIAL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/:@]*:[^\s/@]+@", re.IGNORECASE)
+# user:password@ in a URL. The validator and the template tests look for it in generated files.
+CREDENTIAL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/:@'\"]*:[^\s/@'\"$]+@", re.IGNORECASE)
 
 
 @dataclass
@@ -80,7 +75,7 @@ def _build(document: dict, report: Report) -> dict:
         "system": {
             "name": system["name"],
             "description": system.get("description", ""),
-            "version": system.get("version", "0.1.0"),
+            "version": system.get("version", defaults.VERSION),
         },
         "stores": {},
         "endpoints": {},
@@ -147,7 +142,11 @@ def _check_free_text(value: object, path: tuple, report: Report) -> None:
 
 def _store(name: str, component: dict, config: dict, where: tuple, report: Report) -> dict:
     fields = config.get("fields")
-    pool = {**DEFAULT_POOL, **config.get("pool", {})}
+    pool = {
+        "min_size": defaults.POOL_MIN_SIZE,
+        "max_size": defaults.POOL_MAX_SIZE,
+        **config.get("pool", {}),
+    }
     if pool["min_size"] > pool["max_size"]:
         report.error(
             where + ("config", "pool", "min_size"),
@@ -170,25 +169,24 @@ def _article(word: str) -> str:
 
 def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
     errors_before = len(report.errors)
-    kind = spec["type"]
-    if name in RESERVED_FIELDS:
+    kind = field_types.TYPES[spec["type"]]
+    if name in field_types.SYSTEM_COLUMNS:
         report.error(
             path, f"field name {name!r} is reserved: every record has id, created_at, updated_at"
         )
-    elif name in INTERNAL_COLUMNS:
+    elif name in field_types.INTERNAL_COLUMNS:
         report.error(
             path, f"field name {name!r} is reserved: the table keeps each POST's Idempotency-Key"
         )
-    allowed = FIELD_OPTIONS[kind]
     for option in spec:
-        if option not in allowed:
+        if option not in kind.options:
             report.error(
                 path + (option,),
-                f"option {option!r} does not apply to {_article(kind)} {kind} field; "
-                f"it takes: {', '.join(sorted(allowed))}",
+                f"option {option!r} does not apply to {_article(kind.name)} {kind.name} field; "
+                f"it takes: {', '.join(sorted(kind.options))}",
                 key=True,
             )
-    for low, high in (("min_length", "max_length"), ("minimum", "maximum")):
+    for low, high in (("min_length", "max_length"), ("minimum", "maximum"), ("scale", "precision")):
         if low in spec and high in spec and spec[low] > spec[high]:
             report.error(path + (low,), f"{low} {spec[low]} is above {high} {spec[high]}")
     if "pattern" in spec:
@@ -196,16 +194,17 @@ def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
         if problem:
             report.error(path + ("pattern",), problem)
             return
-    own_schema = field_json_schema(spec)
-    checker = value_validator(own_schema)
+    problems_of = field_types.value_problems(spec)
     for option in ("default", "example"):
         if option in spec:
-            problems = [error.message for error in checker.iter_errors(spec[option])]
+            problems = problems_of(spec[option])
             if problems:
                 report.error(
                     path + (option,), f"{schema_check.short(spec[option])} fails: {problems[0]}"
                 )
-    bare = value_validator({key: item for key, item in own_schema.items() if key != "enum"})
+    bare = field_types.value_validator(
+        {key: item for key, item in kind.json_schema(spec).items() if key != "enum"}
+    )
     for index, value in enumerate(spec.get("enum", [])):
         problems = [error.message for error in bare.iter_errors(value)]
         if problems:
@@ -221,6 +220,22 @@ def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
         )
 
 
+def pattern_error(pattern: str) -> str | None:
+    """Why a field's pattern cannot be used, or None. Patterns are ECMA-262 regular
+    expressions (JSON Schema's dialect), which the service's validator runs."""
+    import jsonschema_rs
+
+    try:
+        field_types.value_validator({"pattern": pattern})
+    except jsonschema_rs.ValidationError:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            return f"not a valid regular expression: {exc}"
+        return "not a valid regular expression in JSON Schema's dialect (ECMA-262)"
+    return None
+
+
 def _endpoint(name: str, component: dict, config: dict) -> dict:
     return {
         "description": component.get("description", ""),
@@ -229,9 +244,9 @@ def _endpoint(name: str, component: dict, config: dict) -> dict:
         "operations": [
             op for op in ALL_OPERATIONS if op in config.get("operations", ALL_OPERATIONS)
         ],
-        "page_size": config.get("page_size", DEFAULT_PAGE_SIZE),
+        "page_size": config.get("page_size", defaults.PAGE_SIZE),
         "max_page_size": config.get(
-            "max_page_size", max(DEFAULT_MAX_PAGE_SIZE, config.get("page_size", 0))
+            "max_page_size", max(defaults.MAX_PAGE_SIZE, config.get("page_size", 0))
         ),
         "auth": config.get("auth", "none"),
         "cors_origins": config.get("cors_origins", []),

@@ -11,7 +11,7 @@ import re
 import string
 from collections.abc import Callable
 
-from .field_types import field_json_schema, value_validator
+from .service_modules import field_types
 
 try:  # Python 3.11+
     import re._constants as regex_constants  # type: ignore[import-not-found]
@@ -110,34 +110,20 @@ def _pattern_value(pattern: str, index: int, fits: Callable[[object], bool]) -> 
 
 
 def _candidate(name: str, spec: dict, index: int, fits: Callable[[object], bool]) -> object:
-    kind = spec["type"]
     if "enum" in spec:
         return spec["enum"][index % len(spec["enum"])]
-    if kind in ("string", "text"):
-        if "pattern" in spec:
-            return _pattern_value(spec["pattern"], index, fits)
-        low, high = spec.get("min_length", 0), spec.get("max_length", 10_000)
-        text = f"{name} {index + 1}"[:high]
-        return text + "x" * max(0, low - len(text))
-    if kind in ("integer", "number"):
-        low = spec.get("minimum", 0)
-        high = spec.get("maximum", low + 1000)
-        value = min(max(low, index + 1), high)
-        if kind == "integer":
-            return int(value) if float(value).is_integer() else int(low) + 1
-        return value + 0.5 if value + 0.5 <= high else value
-    return {
-        "boolean": index % 2 == 0,
-        "date": f"2024-01-{index + 10:02d}",
-        "datetime": f"2024-01-{index + 10:02d}T12:30:00+00:00",
-        "uuid": f"00000000-0000-4000-8000-{index + 1:012d}",
-        "json": {"sample": index, "tags": ["a", "b"]},
-    }[kind]
+    if "pattern" in spec:
+        return _pattern_value(spec["pattern"], index, fits)
+    return field_types.field_type(spec).sample(name, spec, index)
 
 
 def field_samples(name: str, spec: dict) -> list:
     """Distinct valid values for one field (fewer when its domain is smaller)."""
-    fits = value_validator(field_json_schema(spec)).is_valid  # built once per field
+    problems = field_types.value_problems(spec)  # built once per field
+
+    def fits(value: object) -> bool:
+        return not problems(value)
+
     values: list = []
     if "example" in spec:
         values.append(spec["example"])

@@ -18,8 +18,20 @@ SCHEMA_FILE = "blueprint.schema.json"
 
 @cache
 def schema() -> dict:
+    """blueprint.schema.json, completed from the service's field-type registry: the field
+    types, their own options, and the rule for names."""
+    from .service_modules import field_types
+
     text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
-    return json.loads(text)
+    document = json.loads(text)
+    definitions = document["$defs"]
+    definitions["name"]["pattern"] = field_types.IDENTIFIER.pattern
+    definitions["name"]["errorMessage"] = "must be " + field_types.IDENTIFIER_RULE
+    properties = definitions["field"]["properties"]
+    properties["type"]["enum"] = list(field_types.TYPES)
+    for kind in field_types.TYPES.values():
+        properties.update(kind.own_options)
+    return document
 
 
 def _is_whole_number(checker: object, instance: object) -> bool:

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from blueprint_schema import BlueprintError, load_file, load_mapping
-from blueprint_schema.field_types import store_schemas, value_validator
 from blueprint_schema.generate import project_files
 from blueprint_schema.samples import field_samples, store_samples
+from blueprint_schema.service_modules import field_types
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 EXAMPLES = TEMPLATE_DIR / "examples"
@@ -102,7 +102,8 @@ def test_library_example_model():
     books, notes = model["stores"]["books"], model["stores"]["notes"]
     assert books["table"] == "books" and books["pool"] == DEFAULT_POOL
     assert sorted({spec["type"] for spec in books["fields"].values()}) == [
-        "boolean", "date", "datetime", "integer", "json", "number", "string", "text", "uuid",
+        "boolean", "date", "datetime", "decimal", "email", "integer", "json", "number", "string",
+        "text", "uuid",
     ]  # fmt: skip
     assert notes == {
         "description": "Free-form notes, stored as JSON documents",
@@ -425,7 +426,7 @@ def test_samples_of_every_field_type_validate():
     records, missing = store_samples(FIELDS)
     assert missing == []
     assert len(records) == 3
-    validator = value_validator(store_schemas(FIELDS)["input"])
+    validator = field_types.value_validator(field_types.store_schemas(FIELDS)["input"])
     for record in records:
         errors = [error.message for error in validator.iter_errors(record)]
         assert errors == [], record
@@ -442,9 +443,9 @@ def test_field_samples_are_distinct_and_valid(name):
     values = field_samples(name, spec)
     assert values, name
     assert len({json.dumps(value) for value in values}) == len(values)
-    schema = store_schemas({name: spec})["input"]
+    schema = field_types.store_schemas({name: spec})["input"]
     for value in values:
-        assert value_validator(schema).is_valid({name: value}), value
+        assert field_types.value_validator(schema).is_valid({name: value}), value
 
 
 def test_samples_are_deterministic():
@@ -457,7 +458,9 @@ def test_schemaless_store_samples_validate():
     records, missing = store_samples(None)
     assert missing == [] and records
     for record in records:
-        assert value_validator(store_schemas(None)["input"]).is_valid(record), record
+        assert field_types.value_validator(field_types.store_schemas(None)["input"]).is_valid(
+            record
+        ), record
 
 
 def test_example_is_used_first():

@@ -71,7 +71,7 @@ def test_template_runs_from_a_clone_elsewhere(tmp_path):
     work.mkdir()
     result = cli(str(clone), "--no-input", cwd=work)
     assert result.returncode == 0, result.stderr
-    assert (work / "order_service" / "app" / "schemas.json").is_file()
+    assert (work / "order_service" / "tests" / "samples.json").is_file()
 
 
 def test_system_name_answer_renames_the_service(tmp_path):

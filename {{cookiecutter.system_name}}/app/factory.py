@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 
 from flask import Flask
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     app.register_blueprint(service.blueprint)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    _allow_cross_origin(app, settings)
     metrics.install(app, settings.version)
     app.config["OPENAPI_JSON"] = json.dumps(build_document(settings))
 
@@ -64,3 +66,16 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     if protected and not settings.api_keys:
         log.warning("API_KEYS is empty: endpoints %s refuse every request", ", ".join(protected))
     return app
+
+
+def _allow_cross_origin(app: Flask, settings: Settings) -> None:
+    """CORS headers on the paths of endpoints that list origins (cors_origins)."""
+    resources = {
+        rf"^{re.escape(endpoint.path)}(/.*)?$": {"origins": list(endpoint.cors_origins)}
+        for endpoint in settings.endpoints.values()
+        if endpoint.cors_origins
+    }
+    if resources:
+        from flask_cors import CORS  # only services that list origins load it
+
+        CORS(app, resources=resources)

@@ -1,17 +1,21 @@
-"""The OpenAPI 3.1 document of the service, built from its settings and store schemas.
-
-The request bodies published here are the schemas that validate requests (app/schemas.json).
+"""The OpenAPI 3.1 document of the service, built from its settings, the operations table
+(app/operations.py) and the field-type registry: the request bodies published here are the
+schemas that validate requests.
 """
 
 from __future__ import annotations
 
+from .field_types import filterable
+from .field_types import store_schemas
+from .operations import Operation
+from .operations import offered
 from .resources import IDEMPOTENCY_KEY
 from .resources import IDEMPOTENCY_KEY_PATTERN
 from .resources import IDEMPOTENT_REPLAYED
+from .resources import MAX_ID
+from .resources import Views
 from .settings import EndpointSettings
 from .settings import Settings
-from .storage.store import FILTERABLE_TYPES
-from .validation import store_schemas
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 IDEMPOTENCY_KEY_PARAMETER = {
@@ -23,14 +27,7 @@ IDEMPOTENCY_KEY_PARAMETER = {
     "attempt created. Reused with a different body: 409.",
     "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
 }
-_PROBLEM_STATUSES = {
-    "list": ("400", "503", "504"),
-    "create": ("400", "409", "413", "415", "422", "503", "504"),
-    "get": ("404", "503", "504"),
-    "replace": ("400", "404", "409", "413", "415", "422", "503", "504"),
-    "update": ("400", "404", "409", "413", "415", "422", "503", "504"),
-    "delete": ("404", "503", "504"),
-}
+_SUCCESS = {"page": "A page of records", "record": "The record", "nothing": "Deleted"}
 
 
 def _json(schema: dict) -> dict:
@@ -39,24 +36,6 @@ def _json(schema: dict) -> dict:
 
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _operation(endpoint: EndpointSettings, operation: str, summary: str, **parts) -> dict:
-    responses = parts.pop("responses")
-    for status in _PROBLEM_STATUSES[operation]:
-        responses[status] = PROBLEM
-    if endpoint.auth == "api_key":
-        responses["401"] = PROBLEM
-    document = {
-        "operationId": f"{endpoint.name}_{operation}",
-        "summary": summary,
-        "tags": [endpoint.name],
-        **parts,
-        "responses": responses,
-    }
-    if endpoint.auth == "api_key":
-        document["security"] = [{"ApiKey": []}]
-    return document
 
 
 def _filter_schema(value_schema: dict) -> dict:
@@ -70,22 +49,9 @@ def _filter_schema(value_schema: dict) -> dict:
     return schema
 
 
-def _endpoint_paths(endpoint: EndpointSettings, fields: dict | None) -> dict:
-    store = endpoint.store
-    record, page = _ref(store), _ref(f"{store}_page")
-    id_parameter = {
-        "name": "id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
-    }
-    values = store_schemas()[store]["patch"].get("properties", {})
-    filters = [
-        {"name": name, "in": "query", "required": False, "schema": _filter_schema(values[name])}
-        for name, spec in (fields or {}).items()
-        if spec["type"] in FILTERABLE_TYPES
-    ]
-    list_parameters = [
+def _list_parameters(endpoint: EndpointSettings, fields: dict | None) -> list:
+    values = store_schemas(fields)["patch"].get("properties", {})
+    return [
         {
             "name": "limit",
             "in": "query",
@@ -97,70 +63,63 @@ def _endpoint_paths(endpoint: EndpointSettings, fields: dict | None) -> dict:
             "in": "query",
             "required": False,
             "description": "Return records with an id above this one (next_after of a page).",
-            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
         },
-        *filters,
+        *(
+            {"name": name, "in": "query", "required": False, "schema": _filter_schema(values[name])}
+            for name in filterable(fields)
+        ),
     ]
-    write_body = {"required": True, "content": _json(_ref(f"{store}_input"))}
-    patch_body = {"required": True, "content": _json(_ref(f"{store}_patch"))}
+
+
+def _operation(endpoint: EndpointSettings, operation: Operation, parameters: list) -> dict:
+    store = endpoint.store
+    success: dict = {"description": _SUCCESS[operation.answer]}
+    if operation.answer != "nothing":
+        answer = _ref(f"{store}_page" if operation.answer == "page" else store)
+        success["content"] = _json(answer)
+    if operation.idempotency_key:
+        parameters = [*parameters, IDEMPOTENCY_KEY_PARAMETER]
+        success["description"] = "Created, or found: created earlier with this Idempotency-Key"
+        success["headers"] = {
+            "Location": {"schema": {"type": "string"}},
+            IDEMPOTENT_REPLAYED: {"schema": {"type": "string", "enum": ["true"]}},
+        }
+    responses = {str(operation.status): success}
+    problems = getattr(Views, operation.name).problems
+    for status in sorted({*problems, *((401,) if endpoint.auth == "api_key" else ())}):
+        responses[str(status)] = PROBLEM
+    document: dict = {
+        "operationId": f"{endpoint.name}_{operation.name}",
+        "summary": operation.summary.format(store=store),
+        "tags": [endpoint.name],
+    }
+    if parameters:
+        document["parameters"] = parameters
+    if operation.body:
+        body = _ref(f"{store}_{operation.body}")
+        document["requestBody"] = {"required": True, "content": _json(body)}
+    document["responses"] = responses
+    if endpoint.auth == "api_key":
+        document["security"] = [{"ApiKey": []}]
+    return document
+
+
+def _endpoint_paths(endpoint: EndpointSettings, fields: dict | None) -> dict:
+    id_parameter = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+    }
     collection: dict = {}
     item: dict = {"parameters": [id_parameter]}
-    ops = endpoint.operations
-    if "list" in ops:
-        collection["get"] = _operation(
-            endpoint,
-            "list",
-            f"List {store} records",
-            parameters=list_parameters,
-            responses={"200": {"description": "A page of records", "content": _json(page)}},
-        )
-    if "create" in ops:
-        collection["post"] = _operation(
-            endpoint,
-            "create",
-            f"Create a {store} record",
-            parameters=[IDEMPOTENCY_KEY_PARAMETER],
-            requestBody=write_body,
-            responses={
-                "201": {
-                    "description": "Created, or found: created earlier with this Idempotency-Key",
-                    "headers": {
-                        "Location": {"schema": {"type": "string"}},
-                        IDEMPOTENT_REPLAYED: {"schema": {"type": "string", "enum": ["true"]}},
-                    },
-                    "content": _json(record),
-                }
-            },
-        )
-    if "get" in ops:
-        item["get"] = _operation(
-            endpoint,
-            "get",
-            f"Get a {store} record",
-            responses={"200": {"description": "The record", "content": _json(record)}},
-        )
-    if "update" in ops:
-        item["put"] = _operation(
-            endpoint,
-            "replace",
-            f"Replace a {store} record",
-            requestBody=write_body,
-            responses={"200": {"description": "The record", "content": _json(record)}},
-        )
-        item["patch"] = _operation(
-            endpoint,
-            "update",
-            f"Change fields of a {store} record",
-            requestBody=patch_body,
-            responses={"200": {"description": "The record", "content": _json(record)}},
-        )
-    if "delete" in ops:
-        item["delete"] = _operation(
-            endpoint,
-            "delete",
-            f"Delete a {store} record",
-            responses={"204": {"description": "Deleted"}},
-        )
+    for operation in offered(endpoint.operations):
+        parameters = []
+        if operation.name == "list":
+            parameters = _list_parameters(endpoint, fields)
+        path = item if operation.on_item else collection
+        path[operation.method.lower()] = _operation(endpoint, operation, parameters)
     paths = {}
     if collection:
         paths[endpoint.path] = collection
@@ -225,10 +184,10 @@ def _service_paths() -> dict:
 def build_document(settings: Settings) -> dict:
     schemas: dict = {}
     paths = _service_paths()
-    all_schemas = store_schemas()
     for endpoint in settings.endpoints.values():
         store = endpoint.store
-        own = all_schemas[store]
+        fields = settings.stores[store].fields
+        own = store_schemas(fields)
         schemas[store] = own["record"]
         schemas[f"{store}_input"] = own["input"]
         schemas[f"{store}_patch"] = own["patch"]
@@ -240,7 +199,7 @@ def build_document(settings: Settings) -> dict:
             },
             "required": ["items", "next_after"],
         }
-        paths.update(_endpoint_paths(endpoint, settings.stores[store].fields))
+        paths.update(_endpoint_paths(endpoint, fields))
     problem = {
         "type": "object",
         "properties": {

@@ -22,6 +22,9 @@ from .storage import WriteOutcomeUnknown
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+# What any request that reaches the database may answer (the handlers of storage errors
+# below): 503 when it is unavailable or cannot write, 504 when it does not answer in time.
+DATABASE_PROBLEMS = (503, 504)
 
 
 class Problem(Exception):

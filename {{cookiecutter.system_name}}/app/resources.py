@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Callable
-from datetime import date
-from datetime import datetime
-from functools import partial
-from typing import Any
+from functools import cache
 
 from flask import Blueprint
 from flask import Response
 from flask import request
 from flask.blueprints import BlueprintSetupState
 
+from .field_types import TYPES
+from .operations import offered
+from .problems import DATABASE_PROBLEMS
 from .problems import Problem
 from .security import require_api_key
 from .settings import EndpointSettings
 from .storage import SyncStore
-from .validation import body_validator
+from .validation import BODY_PROBLEMS
+from .validation import BodyValidator
 from .validation import json_body
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -38,6 +38,17 @@ _IDEMPOTENCY_KEY_VALUE = re.compile(IDEMPOTENCY_KEY_PATTERN)
 ID_RULE = "<int:record_id>"
 MAX_ID = 2**63 - 1
 LIST_PARAMETERS = ("limit", "after")
+
+
+def answers(*statuses: int) -> Callable[[Callable], Callable]:
+    """Declare the problem statuses a view answers, besides the database's (503, 504): the
+    OpenAPI document lists them."""
+
+    def declare(view: Callable) -> Callable:
+        view.problems = tuple(sorted({*statuses, *DATABASE_PROBLEMS}))
+        return view
+
+    return declare
 
 
 def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -65,23 +76,11 @@ def _parse_int(name: str, raw: str, low: int, high: int) -> int:
     return value
 
 
-def _parse_filter(name: str, kind: str, raw: str) -> Any:
+def _parse_filter(name: str, kind: str, raw: str) -> object:
     """A query-string filter value as the field's type; a 400 problem when it is not one."""
     try:
-        if kind == "integer":
-            return int(raw)
-        if kind == "number":
-            return float(raw)
-        if kind == "boolean":
-            return {"true": True, "false": False}[raw]
-        if kind == "date":
-            return date.fromisoformat(raw).isoformat()
-        if kind == "datetime":
-            return datetime.fromisoformat(raw).isoformat()
-        if kind == "uuid":
-            return str(uuid.UUID(raw))
-        return raw
-    except (ValueError, KeyError):
+        return TYPES[kind].parse_filter(raw)
+    except ValueError:
         detail = f"query parameter {name} must be a {kind}"
         raise Problem(400, "Bad Request", detail, [{"parameter": name, "detail": detail}]) from None
 
@@ -104,98 +103,101 @@ def resource_blueprint(name: str) -> Blueprint:
 
 
 def _add_routes(state: BlueprintSetupState, name: str) -> None:
-    """Add the routes the endpoint's settings ask for, over the registering app's store."""
+    """Add a route for each operation the endpoint offers, over the registering app's store."""
     settings: EndpointSettings = state.app.config["SETTINGS"].endpoints[name]
     store: SyncStore = state.app.extensions["stores"][settings.store]
-    # Validators are built on first use (then cached), not at start-up.
-    create_body = partial(body_validator, settings.store, "input")
-    patch_body = partial(body_validator, settings.store, "patch")
-    path = settings.path
-    filterable = store.filterable
-
-    def add(rule: str, operation: str, method: str, view: Callable) -> None:
+    views = Views(settings, store, state.app.config["SETTINGS"].stores[settings.store].fields)
+    for operation in offered(settings.operations):
+        view = getattr(views, operation.name)
         if settings.auth == "api_key":
             view = require_api_key(view)
-        state.add_url_rule(rule, endpoint=operation, view_func=view, methods=[method])
+        rule = f"{settings.path}/{ID_RULE}" if operation.on_item else settings.path
+        state.add_url_rule(
+            rule, endpoint=operation.name, view_func=view, methods=[operation.method]
+        )
 
-    def list_records() -> Response:
+
+class Views:
+    """The views of one endpoint over its store, one per operation (app/operations.py)."""
+
+    def __init__(self, settings: EndpointSettings, store: SyncStore, fields: dict | None) -> None:
+        self.settings = settings
+        self.store = store
+        self.fields = fields
+
+    # Validators are built on first use (then kept), not at start-up.
+    @cache  # noqa: B019 - one Views per endpoint and application, kept as long as the app
+    def body_validator(self, kind: str) -> BodyValidator:
+        return BodyValidator.of_store(self.fields, kind)
+
+    @answers(400)
+    def list(self) -> Response:
         args = request.args
+        filterable = self.store.filterable
         unknown = [key for key in args if key not in LIST_PARAMETERS and key not in filterable]
         if unknown:
             known = ", ".join([*LIST_PARAMETERS, *filterable])
             detail = f"unknown query parameter {unknown[0]!r}; known: {known}"
             raise Problem(400, "Bad Request", detail, [{"parameter": unknown[0], "detail": detail}])
-        limit = settings.page_size
+        limit = self.settings.page_size
         if "limit" in args:
-            limit = _parse_int("limit", args["limit"], 1, settings.max_page_size)
-        after = _parse_int("after", args["after"], 0, 2**63 - 1) if "after" in args else 0
+            limit = _parse_int("limit", args["limit"], 1, self.settings.max_page_size)
+        after = _parse_int("after", args["after"], 0, MAX_ID) if "after" in args else 0
         filters = {
             key: _parse_filter(key, filterable[key], args[key]) for key in args if key in filterable
         }
         # A filter value must be a valid field value; a plain page request validates nothing.
-        invalid = patch_body().errors(filters) if filters else []
+        invalid = self.body_validator("patch").errors(filters) if filters else []
         if invalid:
             errors = [
                 {"parameter": e["pointer"].lstrip("/"), "detail": e["detail"]} for e in invalid
             ]
             raise Problem(400, "Bad Request", "invalid filter value", errors)
-        items, next_after = store.list(limit=limit, after=after, filters=filters)
+        items, next_after = self.store.list(limit=limit, after=after, filters=filters)
         return _json({"items": items, "next_after": next_after})
 
-    def create_record() -> Response:
-        body = create_body().check(json_body(request))
+    @answers(*BODY_PROBLEMS, 409)  # 400 also for a bad Idempotency-Key, 409 for its reuse
+    def create(self) -> Response:
+        body = self.body_validator("input").check(json_body(request))
         key = _idempotency_key()
         if key is None:
-            record, replayed = store.create(body), False
+            record, replayed = self.store.create(body), False
         else:
-            record, replayed = store.create_once(body, key)
-        headers = {"Location": f"{path}/{record['id']}"}
+            record, replayed = self.store.create_once(body, key)
+        headers = {"Location": f"{self.settings.path}/{record['id']}"}
         if replayed:
             headers[IDEMPOTENT_REPLAYED] = "true"
         return _json(record, 201, headers)
 
-    def get_record(record_id: int) -> Response:
+    @answers(404)
+    def get(self, record_id: int) -> Response:
         _existing_id(record_id)
-        record = store.get(record_id)
+        record = self.store.get(record_id)
         if record is None:
             raise _not_found(record_id)
         return _json(record)
 
-    def replace_record(record_id: int) -> Response:
+    @answers(*BODY_PROBLEMS, 404, 409)
+    def replace(self, record_id: int) -> Response:
         _existing_id(record_id)
-        record = store.replace(record_id, create_body().check(json_body(request)))
-        if record is None:
-            raise _not_found(record_id)
-        return _json(record)
+        body = self.body_validator("input").check(json_body(request))
+        return self._found(record_id, self.store.replace(record_id, body))
 
-    def update_record(record_id: int) -> Response:
+    @answers(*BODY_PROBLEMS, 404, 409)
+    def update(self, record_id: int) -> Response:
         _existing_id(record_id)
-        record = store.update(record_id, patch_body().check(json_body(request)))
-        if record is None:
-            raise _not_found(record_id)
-        return _json(record)
+        body = self.body_validator("patch").check(json_body(request))
+        return self._found(record_id, self.store.update(record_id, body))
 
-    def delete_record(record_id: int) -> Response:
+    @answers(404)
+    def delete(self, record_id: int) -> Response:
         _existing_id(record_id)
-        if not store.delete(record_id):
+        if not self.store.delete(record_id):
             raise _not_found(record_id)
         return Response(status=204)
 
-    item = f"{path}/{ID_RULE}"
-    operations = settings.operations
-    if "list" in operations:
-        add(path, "list", "GET", list_records)
-    if "create" in operations:
-        add(path, "create", "POST", create_record)
-    if "get" in operations:
-        add(item, "get", "GET", get_record)
-    if "update" in operations:
-        add(item, "replace", "PUT", replace_record)
-        add(item, "update", "PATCH", update_record)
-    if "delete" in operations:
-        add(item, "delete", "DELETE", delete_record)
-    if settings.cors_origins:
-        pattern = rf"^{re.escape(path)}(/.*)?$"
-        from flask_cors import CORS  # only services that list origins load it
-
-        CORS(state.app, resources={pattern: {"origins": list(settings.cors_origins)}})
+    @staticmethod
+    def _found(record_id: int, record: dict | None) -> Response:
+        if record is None:
+            raise _not_found(record_id)
+        return _json(record)

@@ -1,8 +1,8 @@
 """Run-time settings: config/system_config.yaml, with every value overridable from the environment.
 
 Invalid settings stop start-up with one line naming the variable and the value
-(ConfigError), rather than failing on the first request. This module imports no part of the
-service, so gunicorn.conf.py reads it in the master without loading the application.
+(ConfigError), rather than failing on the first request. Of the service it imports only
+app.defaults, so gunicorn.conf.py reads it in the master without loading the application.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from . import defaults
 
 try:  # libyaml's loader when available: same safety, faster start-up
     from yaml import CSafeLoader as SafeLoader
@@ -239,8 +241,12 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     service = data.get("service", {})
     database = data.get("database", {})
     worker_threads = threads(environ)
-    pool_min = _integer(environ, "DB_POOL_MIN_SIZE", database.get("pool_min_size", 2), 1, 1000)
-    pool_max = _integer(environ, "DB_POOL_MAX_SIZE", database.get("pool_max_size", 10), 1, 1000)
+    pool_min = _integer(
+        environ, "DB_POOL_MIN_SIZE", database.get("pool_min_size", defaults.POOL_MIN_SIZE), 1, 1000
+    )
+    pool_max = _integer(
+        environ, "DB_POOL_MAX_SIZE", database.get("pool_max_size", defaults.POOL_MAX_SIZE), 1, 1000
+    )
     if pool_min > pool_max:
         raise ConfigError(f"DB_POOL_MIN_SIZE={pool_min} is above DB_POOL_MAX_SIZE={pool_max}")
     log_level = _log_level(environ, service.get("log_level", "INFO"))
@@ -248,7 +254,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     statement_timeout_ms = _integer(
         environ,
         "DB_STATEMENT_TIMEOUT_MS",
-        database.get("statement_timeout_ms", 5000),
+        database.get("statement_timeout_ms", defaults.STATEMENT_TIMEOUT_MS),
         1,
         3_600_000,
     )
@@ -263,7 +269,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     return Settings(
         system_name=data["system"]["name"],
         description=data["system"].get("description", ""),
-        version=data["system"].get("version", "0.1.0"),
+        version=data["system"].get("version", defaults.VERSION),
         database_url=_database_url(environ),
         data_dir=Path(environ.get("DATA_DIR") or PROJECT_DIR / "data"),
         # A pool smaller than the thread count would reconnect on most requests.
@@ -275,7 +281,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         max_content_length=_integer(
             environ,
             "MAX_CONTENT_LENGTH",
-            service.get("max_content_length", 1024 * 1024),
+            service.get("max_content_length", defaults.MAX_CONTENT_LENGTH),
             1024,
             1024**3,
         ),

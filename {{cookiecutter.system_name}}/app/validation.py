@@ -1,63 +1,27 @@
 """Request bodies: strict JSON parsing and validation against the store's JSON Schemas.
 
-The schemas (app/schemas.json) are the ones published in /openapi.json.
+The schemas come from the field-type registry (app/field_types.py), from the same field
+specs as the ones published in /openapi.json.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-import uuid
-from datetime import date
-from datetime import datetime
-from functools import cache
-from pathlib import Path
+from collections.abc import Callable
 
-import jsonschema_rs
 from flask import Request
 from jsonschema_rs import ValidationErrorKind as ErrorKind
 
+from .field_types import extra_checks
+from .field_types import store_schemas
+from .field_types import value_validator
 from .problems import Problem
 
-SCHEMAS_FILE = Path(__file__).with_name("schemas.json")
 MAX_ERRORS = 50
-
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATETIME = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$"
-)
-
-
-@cache
-def store_schemas() -> dict:
-    """{store: {"record": ..., "input": ..., "patch": ...}} as generated from the blueprint."""
-    return json.loads(SCHEMAS_FILE.read_text(encoding="utf-8"))
-
-
-def _parses(parse, value: str) -> bool:
-    try:
-        parse(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_date(value: str) -> bool:
-    return bool(_DATE.match(value)) and _parses(date.fromisoformat, value)
-
-
-def _is_datetime(value: str) -> bool:
-    return bool(_DATETIME.match(value)) and _parses(datetime.fromisoformat, value)
-
-
-def _is_uuid(value: str) -> bool:
-    return len(value) == 36 and _parses(uuid.UUID, value)
-
-
-# date (YYYY-MM-DD), date-time (RFC 3339 with an offset) and uuid, checked strictly: a value
-# that passes is one the database and Python's datetime accept (no leap second, no 24:00).
-FORMATS = {"date": _is_date, "date-time": _is_datetime, "uuid": _is_uuid}
+# What reading a request body may answer: 400 not JSON, 413 too large (MAX_CONTENT_LENGTH),
+# 415 not sent as JSON, 422 fields that are not valid.
+BODY_PROBLEMS = (400, 413, 415, 422)
 
 
 class BodyValidator:
@@ -67,10 +31,15 @@ class BodyValidator:
     takes about 50; its patterns follow ECMA-262, as JSON Schema and OpenAPI say they do.
     """
 
-    def __init__(self, schema: dict) -> None:
-        self._validator = jsonschema_rs.Draft202012Validator(
-            schema, validate_formats=True, formats=FORMATS
-        )
+    def __init__(self, schema: dict, checks: dict[str, Callable] | None = None) -> None:
+        self._validator = value_validator(schema)
+        # {field: check} for what the schema cannot express (the range of a decimal, say)
+        self._checks = checks or {}
+
+    @classmethod
+    def of_store(cls, fields: dict | None, kind: str) -> BodyValidator:
+        """The validator of a store's "input" (create, PUT) or "patch" bodies."""
+        return cls(store_schemas(fields)[kind], extra_checks(fields))
 
     def errors(self, body: object) -> list[dict]:
         found = []
@@ -90,6 +59,11 @@ class BodyValidator:
                 found.append({"pointer": pointer, "detail": _short(error.message)})
             if len(found) >= MAX_ERRORS:
                 break
+        if self._checks and not found and isinstance(body, dict):
+            for name, check in self._checks.items():
+                problem = check(body[name]) if body.get(name) is not None else None
+                if problem:
+                    found.append({"pointer": f"/{_escape(name)}", "detail": _short(problem)})
         return found[:MAX_ERRORS]
 
     def check(self, body: object) -> dict:
@@ -104,12 +78,6 @@ class BodyValidator:
         if errors:
             raise Problem(422, "Unprocessable Content", "the body has invalid fields", errors)
         return body
-
-
-@cache
-def body_validator(store: str, kind: str) -> BodyValidator:
-    """The validator of a store's "input" (create, PUT) or "patch" bodies, built once."""
-    return BodyValidator(store_schemas()[store][kind])
 
 
 def _escape(part: object) -> str:

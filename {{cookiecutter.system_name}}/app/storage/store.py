@@ -14,11 +14,8 @@ from typing import Any
 from ..settings import StoreSettings
 from .database import Database
 from .errors import IdempotencyKeyReused
-from .sql import DOCUMENT_COLUMN
-from .sql import Table
+from .sql import make_table
 from .sql import utc_now
-
-FILTERABLE_TYPES = ("string", "integer", "number", "boolean", "date", "datetime", "uuid")
 
 
 def _unchanged(record: dict) -> dict:
@@ -38,7 +35,7 @@ class SyncStore:
     ) -> None:
         self.name = name
         self._before_write = getattr(hooks, "before_write", _unchanged)
-        self._table = Table(settings.table, settings.fields, database.dialect)
+        self._table = make_table(settings.table, settings.fields, database.dialect)
         database.register(self._table)
         self._database = database
         fields = settings.fields or {}
@@ -46,19 +43,11 @@ class SyncStore:
             name: spec["default"] for name, spec in fields.items() if "default" in spec
         }
         self.field_types: dict[str, str] = {name: spec["type"] for name, spec in fields.items()}
+        # Fields that list() can filter on by equality, with their types.
+        self.filterable: dict[str, str] = self._table.filterable
 
-    @property
-    def filterable(self) -> dict[str, str]:
-        """Fields that list() can filter on by equality, with their types."""
-        return {name: kind for name, kind in self.field_types.items() if kind in FILTERABLE_TYPES}
-
-    def _row_values(self, table: Table, record: dict) -> list:
-        if table.schemaless:
-            return table.params({DOCUMENT_COLUMN: record}, table.columns)
-        return table.params(record, table.columns)
-
-    def _timestamp(self, table: Table) -> Any:
-        return table.dialect.writer("datetime")(utc_now())
+    def _timestamp(self) -> Any:
+        return self._table.dialect.write_timestamp(utc_now())
 
     def get(self, record_id: int) -> dict | None:
         database, table = self._database, self._table
@@ -91,9 +80,8 @@ class SyncStore:
 
     def _insert_params(self, record: dict) -> list:
         """A new record's values, after defaults and the before_write hook, and timestamps."""
-        table = self._table
-        now = self._timestamp(table)
-        return [*self._row_values(table, self._before_write({**self.defaults, **record})), now, now]
+        now = self._timestamp()
+        return [*self._table.row_values(self._before_write({**self.defaults, **record})), now, now]
 
     def create(self, record: dict) -> dict:
         database, table = self._database, self._table
@@ -136,11 +124,7 @@ class SyncStore:
 
     def replace(self, record_id: int, record: dict) -> dict | None:
         """PUT: the record becomes exactly what is given (defaults for what is left out)."""
-        table = self._table
-        if table.schemaless:
-            full = record
-        else:
-            full = {name: None for name in table.columns} | self.defaults | record
+        full = self._table.replacement(record, self.defaults)
         return self._write(record_id, self._before_write(full), merge=False)
 
     def update(self, record_id: int, changes: dict) -> dict | None:
@@ -148,40 +132,13 @@ class SyncStore:
         return self._write(record_id, self._before_write(changes), merge=True)
 
     def _write(self, record_id: int, values: dict, *, merge: bool) -> dict | None:
-        database, table = self._database, self._table
-        now = self._timestamp(table)
-
-        if table.schemaless:
-            sql = table.update_sql([DOCUMENT_COLUMN])
-
-            def work(cursor) -> dict | None:
-                document = values
-                if merge:
-                    cursor.execute(table.lock_sql, (record_id,))
-                    row = cursor.fetchone()
-                    if row is None:
-                        return None
-                    current = table.to_record(row)
-                    for column in ("id", "created_at", "updated_at"):
-                        current.pop(column)
-                    document = {**current, **values}
-                params = [*self._row_values(table, document), now, record_id]
-                cursor.execute(sql, params)
-                row = cursor.fetchone()
-                return None if row is None else table.to_record(row)
-
-        else:
-            columns = [name for name in table.columns if name in values]
-            sql = table.update_sql(columns)
-            params = [*table.params(values, columns), now, record_id]
-
-            def work(cursor) -> dict | None:
-                cursor.execute(sql, params)
-                row = cursor.fetchone()
-                return None if row is None else table.to_record(row)
-
-        # A merge into a schemaless document reads, then writes: one transaction.
-        return database.run(work, writes=True, transaction=table.schemaless and merge)
+        table = self._table
+        now = self._timestamp()
+        return self._database.run(
+            lambda cursor: table.update(cursor, record_id, values, now, merge),
+            writes=True,
+            transaction=table.update_reads_first(merge),
+        )
 
     def delete(self, record_id: int) -> bool:
         database, table = self._database, self._table

@@ -1,0 +1,13 @@
+"""Defaults of the service's settings, one definition each.
+
+The generator writes them into config/system_config.yaml; app.settings falls back on them when
+the file leaves a value out. Standard library only: the generator loads this file on its own.
+"""
+
+STATEMENT_TIMEOUT_MS = 5000  # the database abandons a statement after this long
+MAX_CONTENT_LENGTH = 1024 * 1024  # bytes of a request body
+POOL_MIN_SIZE = 2  # connections a worker keeps open to PostgreSQL
+POOL_MAX_SIZE = 10  # connections a worker may open to PostgreSQL
+PAGE_SIZE = 50  # records on a page of a list, unless the client asks for another number
+MAX_PAGE_SIZE = 500  # the most records a client may ask for on one page
+VERSION = "0.1.0"  # of a system whose blueprint names none

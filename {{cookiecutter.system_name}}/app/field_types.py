@@ -1,0 +1,544 @@
+"""Field types: everything known about a kind of field, declared once.
+
+Each FieldType below says what a value of its kind is (JSON Schema and format check), which
+blueprint options it takes, how it is stored (SQL type per dialect, writer and reader), how a
+query-string filter on it is parsed, and a sample value for generated tests. The service reads
+it to validate, store, read and filter; the generator (blueprint_schema, in the template's
+checkout) loads this same file to check blueprints and to write schemas and test samples.
+Adding a type is adding one FieldType to TYPES, and its tests.
+
+Standard library only (and jsonschema-rs), with no import of the rest of the service, so that
+the generator can load it on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import date
+from datetime import datetime
+from decimal import Decimal
+from decimal import InvalidOperation
+from typing import Any
+
+import jsonschema_rs
+
+# Names of tables, fields and components: what may be written into SQL and Python unquoted.
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+IDENTIFIER_RULE = "lower-case letters, digits and _, starting with a letter, at most 63 characters"
+# Columns every record has, served read-only.
+SYSTEM_COLUMNS = ("id", "created_at", "updated_at")
+# Columns kept beside a record's fields (a POST's Idempotency-Key), never served.
+INTERNAL_COLUMNS = ("idempotency_key", "idempotency_fingerprint")
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+FLOAT_MAX = 1.7976931348623157e308  # the largest double: larger numbers cannot be stored
+
+Value = Any
+Convert = Callable[[Any], Any]
+
+# Options every type takes, and what the other options mean in JSON Schema.
+COMMON_OPTIONS = frozenset({"type", "required", "default", "unique", "description", "example"})
+TEXT_OPTIONS = frozenset({"min_length", "max_length", "pattern"})
+RANGE_OPTIONS = frozenset({"minimum", "maximum"})
+_KEYWORDS = {
+    "min_length": "minLength",
+    "max_length": "maxLength",
+    "pattern": "pattern",
+    "minimum": "minimum",
+    "maximum": "maximum",
+    "enum": "enum",
+    "description": "description",
+    "default": "default",
+}
+
+
+def unchanged(value: Any) -> Any:
+    """The conversion of a value that is stored as it is."""
+    return value
+
+
+def _unless_none(convert: Convert) -> Convert:
+    return lambda value: None if value is None else convert(value)
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """One kind of field. Callables that take `spec` receive the field's blueprint options."""
+
+    name: str
+    schema: Callable[[dict], dict]  # JSON Schema of a value, before the field's own options
+    options: frozenset[str]  # blueprint options it takes
+    sql: dict[str, Callable[[dict], str]]  # column type, per dialect
+    sample: Callable[[str, dict, int], Value]  # the index-th sample value of field `name`
+    # Database parameter from a JSON value, and back; per dialect, absent: unchanged.
+    writers: dict[str, Callable[[dict], Convert]] = field(default_factory=dict)
+    readers: dict[str, Callable[[dict], Convert]] = field(default_factory=dict)
+    # Query-string text -> JSON value; ValueError when the text is not one. None: no filter.
+    parse_filter: Callable[[str], Value] | None = None
+    # Options checked here rather than by JSON Schema (it cannot compare decimal strings).
+    extra_check: Callable[[dict], Callable[[Value], str | None] | None] | None = None
+    # Blueprint options of this type alone, with their JSON Schema (the blueprint format).
+    own_options: dict[str, dict] = field(default_factory=dict)
+
+    def json_schema(self, spec: dict) -> dict:
+        """The JSON Schema of one field's value (null not allowed)."""
+        schema = self.schema(spec)
+        for option, keyword in _KEYWORDS.items():
+            if option in spec and not (self.extra_check and option in _EXTRA_CHECKED):
+                schema[keyword] = spec[option]
+        if "example" in spec:
+            schema["examples"] = [spec["example"]]
+        return schema
+
+    def writer(self, dialect: str, spec: dict) -> Convert:
+        make = self.writers.get(dialect)
+        return make(spec) if make else unchanged
+
+    def reader(self, dialect: str, spec: dict) -> Convert:
+        make = self.readers.get(dialect)
+        return make(spec) if make else unchanged
+
+
+# -- formats: checked the same way by the blueprint checker, the service and the samples -------
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_EMAIL = re.compile(
+    r"^(?=.{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+EMAIL_MAX_LENGTH = 254  # RFC 5321: the longest address a mail server accepts
+
+
+def _parses(parse: Callable[[str], object], value: str) -> bool:
+    try:
+        parse(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_date(value: str) -> bool:
+    return bool(_DATE.match(value)) and _parses(date.fromisoformat, value)
+
+
+def _is_datetime(value: str) -> bool:
+    return bool(_DATETIME.match(value)) and _parses(datetime.fromisoformat, value)
+
+
+def _is_uuid(value: str) -> bool:
+    return len(value) == 36 and _parses(uuid.UUID, value)
+
+
+def _is_email(value: str) -> bool:
+    return len(value) <= EMAIL_MAX_LENGTH and bool(_EMAIL.match(value))
+
+
+def _is_decimal(value: str) -> bool:
+    return _parses(_decimal, value)
+
+
+# date (YYYY-MM-DD), date-time (RFC 3339 with an offset), uuid, email and decimal, checked
+# strictly: a value that passes is one the database and Python accept (no leap second).
+FORMATS: dict[str, Callable[[str], bool]] = {
+    "date": _is_date,
+    "date-time": _is_datetime,
+    "uuid": _is_uuid,
+    "email": _is_email,
+    "decimal": _is_decimal,
+}
+
+
+def value_validator(schema: dict) -> jsonschema_rs.Validator:
+    """A validator of values against `schema`: jsonschema-rs, ECMA-262 patterns, the formats
+    above. The service validates requests with it; the generator checks defaults, examples
+    and samples with it."""
+    return jsonschema_rs.Draft202012Validator(schema, validate_formats=True, formats=FORMATS)
+
+
+# -- conversions --------------------------------------------------------------------------------
+
+
+def _datetime_text(value: datetime | str) -> str:
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return parsed.astimezone(UTC).isoformat()
+
+
+def _to_utc_text(value: Any) -> Any:
+    return _datetime_text(value) if isinstance(value, (str, datetime)) else value
+
+
+def _isoformat(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, (date, datetime)) else value
+
+
+def _postgres_json(spec: dict) -> Convert:
+    from psycopg2.extras import Json  # only a PostgreSQL service loads psycopg2
+
+    return _unless_none(Json)
+
+
+def _finite_number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _boolean(text: str) -> bool:
+    try:
+        return {"true": True, "false": False}[text]
+    except KeyError:
+        raise ValueError(text) from None
+
+
+def _same_text(text: str) -> str:
+    return text
+
+
+# -- decimal: exact numbers (money) carried as strings, so no value passes through a float ------
+
+DEFAULT_PRECISION = 18
+DEFAULT_SCALE = 2
+_EXTRA_CHECKED = frozenset({"minimum", "maximum", "enum"})
+
+
+def _decimal(text: str) -> Decimal:
+    """A finite decimal, or ValueError (never decimal's own InvalidOperation)."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"not a decimal number: {text[:40]}") from None
+    if not value.is_finite():
+        raise ValueError(f"not a finite number: {text}")
+    return value
+
+
+def _digits(spec: dict) -> tuple[int, int]:
+    return spec.get("precision", DEFAULT_PRECISION), spec.get("scale", DEFAULT_SCALE)
+
+
+def _decimal_schema(spec: dict) -> dict:
+    precision, scale = _digits(spec)
+    whole = max(precision - scale, 0)  # scale above precision: refused by the blueprint check
+    integer = "0" if whole == 0 else f"(0|[1-9][0-9]{{0,{whole - 1}}})"
+    fraction = f"(\\.[0-9]{{1,{scale}}})?" if scale else ""
+    return {"type": "string", "format": "decimal", "pattern": f"^-?{integer}{fraction}$"}
+
+
+def decimal_text(value: Decimal | str, scale: int) -> str:
+    """The canonical text of a decimal: exactly `scale` digits after the point, no -0."""
+    exact = Decimal(value).quantize(Decimal(1).scaleb(-scale))
+    if exact.is_zero():
+        exact = exact.copy_abs()
+    return format(exact, "f")
+
+
+def _decimal_check(spec: dict) -> Callable[[Value], str | None] | None:
+    """minimum, maximum and enum of a decimal field, compared as exact numbers."""
+    low = _decimal(str(spec["minimum"])) if "minimum" in spec else None
+    high = _decimal(str(spec["maximum"])) if "maximum" in spec else None
+    allowed = [_decimal(str(item)) for item in spec.get("enum", ())]
+    if low is None and high is None and not allowed:
+        return None
+
+    def check(value: Value) -> str | None:
+        if not isinstance(value, str) or not _is_decimal(value):
+            return None  # the JSON Schema reports it
+        number = _decimal(value)
+        if low is not None and number < low:
+            return f"{value} is less than the minimum of {spec['minimum']}"
+        if high is not None and number > high:
+            return f"{value} is greater than the maximum of {spec['maximum']}"
+        if allowed and number not in allowed:
+            return f"{value} is not one of {', '.join(str(item) for item in spec['enum'])}"
+        return None
+
+    return check
+
+
+def _decimal_sample(name: str, spec: dict, index: int) -> Value:
+    scale = _digits(spec)[1]
+    low = _decimal(str(spec.get("minimum", 0)))
+    value = low + index + Decimal("0.25")
+    if "maximum" in spec and value > _decimal(str(spec["maximum"])):
+        value = low
+    return decimal_text(value, scale)
+
+
+def _decimal_writer_sqlite(spec: dict) -> Convert:
+    scale = _digits(spec)[1]
+    return _unless_none(lambda value: decimal_text(value, scale))
+
+
+def _decimal_writer_postgres(spec: dict) -> Convert:
+    return _unless_none(Decimal)
+
+
+def _decimal_reader_postgres(spec: dict) -> Convert:
+    scale = _digits(spec)[1]
+    return _unless_none(lambda value: decimal_text(value, scale))
+
+
+def _decimal_filter(text: str) -> str:
+    _decimal(text)
+    return text
+
+
+# -- samples ------------------------------------------------------------------------------------
+
+
+def _text_sample(name: str, spec: dict, index: int) -> str:
+    low, high = spec.get("min_length", 0), spec.get("max_length", 10_000)
+    text = f"{name} {index + 1}"[:high]
+    return text + "x" * max(0, low - len(text))
+
+
+def _number_in_range(spec: dict, index: int) -> float:
+    low = spec.get("minimum", 0)
+    high = spec.get("maximum", low + 1000)
+    return min(max(low, index + 1), high)
+
+
+def _integer_sample(name: str, spec: dict, index: int) -> int:
+    value = _number_in_range(spec, index)
+    return int(value) if float(value).is_integer() else int(spec.get("minimum", 0)) + 1
+
+
+def _number_sample(name: str, spec: dict, index: int) -> float:
+    value = _number_in_range(spec, index)
+    return value + 0.5 if value + 0.5 <= spec.get("maximum", math.inf) else value
+
+
+def _email_sample(name: str, spec: dict, index: int) -> str:
+    return f"{name}.{index + 1}@example.com"
+
+
+def _schema(base: dict) -> Callable[[dict], dict]:
+    return lambda spec: dict(base)
+
+
+def _sql(postgres: str, sqlite: str) -> dict[str, Callable[[dict], str]]:
+    return {"postgresql": lambda spec: postgres, "sqlite": lambda spec: sqlite}
+
+
+TYPES: dict[str, FieldType] = {
+    kind.name: kind
+    for kind in (
+        FieldType(
+            "string",
+            _schema({"type": "string"}),
+            COMMON_OPTIONS | TEXT_OPTIONS | {"enum"},
+            _sql("TEXT", "TEXT"),
+            _text_sample,
+            parse_filter=_same_text,
+        ),
+        FieldType(
+            "text",
+            _schema({"type": "string"}),
+            COMMON_OPTIONS | TEXT_OPTIONS,
+            _sql("TEXT", "TEXT"),
+            _text_sample,
+        ),
+        FieldType(
+            "integer",
+            _schema({"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}),
+            COMMON_OPTIONS | RANGE_OPTIONS | {"enum"},
+            _sql("BIGINT", "INTEGER"),
+            _integer_sample,
+            parse_filter=int,
+        ),
+        FieldType(
+            "number",
+            _schema({"type": "number", "minimum": -FLOAT_MAX, "maximum": FLOAT_MAX}),
+            COMMON_OPTIONS | RANGE_OPTIONS | {"enum"},
+            _sql("DOUBLE PRECISION", "REAL"),
+            _number_sample,
+            parse_filter=_finite_number,
+        ),
+        FieldType(
+            "decimal",
+            _decimal_schema,
+            COMMON_OPTIONS | RANGE_OPTIONS | {"enum", "precision", "scale"},
+            {
+                "postgresql": lambda spec: "NUMERIC({}, {})".format(*_digits(spec)),
+                # Canonical text (decimal_text): exact, and equal values compare equal.
+                "sqlite": lambda spec: "TEXT",
+            },
+            _decimal_sample,
+            writers={"postgresql": _decimal_writer_postgres, "sqlite": _decimal_writer_sqlite},
+            readers={"postgresql": _decimal_reader_postgres},
+            parse_filter=_decimal_filter,
+            extra_check=_decimal_check,
+            own_options={
+                "precision": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 1000,
+                    "description": f"Digits in all; default {DEFAULT_PRECISION}.",
+                },
+                "scale": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 1000,
+                    "description": f"Digits after the point; default {DEFAULT_SCALE}.",
+                },
+            },
+        ),
+        FieldType(
+            "boolean",
+            _schema({"type": "boolean"}),
+            COMMON_OPTIONS,
+            _sql("BOOLEAN", "INTEGER"),
+            lambda name, spec, index: index % 2 == 0,
+            writers={"sqlite": lambda spec: _unless_none(int)},
+            readers={"sqlite": lambda spec: _unless_none(bool)},
+            parse_filter=_boolean,
+        ),
+        FieldType(
+            "date",
+            _schema({"type": "string", "format": "date"}),
+            COMMON_OPTIONS,
+            _sql("DATE", "TEXT"),
+            lambda name, spec, index: f"2024-01-{index + 10:02d}",
+            readers={"postgresql": lambda spec: _isoformat},
+            parse_filter=lambda text: date.fromisoformat(text).isoformat(),
+        ),
+        FieldType(
+            "datetime",
+            _schema({"type": "string", "format": "date-time"}),
+            COMMON_OPTIONS,
+            _sql("TIMESTAMPTZ", "TEXT"),
+            lambda name, spec, index: f"2024-01-{index + 10:02d}T12:30:00+00:00",
+            writers={"postgresql": lambda spec: _to_utc_text, "sqlite": lambda spec: _to_utc_text},
+            readers={"postgresql": lambda spec: _isoformat},
+            parse_filter=lambda text: datetime.fromisoformat(text).isoformat(),
+        ),
+        FieldType(
+            "uuid",
+            _schema({"type": "string", "format": "uuid"}),
+            COMMON_OPTIONS,
+            _sql("UUID", "TEXT"),
+            lambda name, spec, index: f"00000000-0000-4000-8000-{index + 1:012d}",
+            writers={
+                "postgresql": lambda spec: _unless_none(lambda value: str(uuid.UUID(value))),
+                "sqlite": lambda spec: _unless_none(lambda value: str(uuid.UUID(value))),
+            },
+            readers={"postgresql": lambda spec: _unless_none(str)},
+            parse_filter=lambda text: str(uuid.UUID(text)),
+        ),
+        FieldType(
+            "email",
+            _schema({"type": "string", "format": "email", "maxLength": EMAIL_MAX_LENGTH}),
+            COMMON_OPTIONS | TEXT_OPTIONS | {"enum"},
+            _sql("TEXT", "TEXT"),
+            _email_sample,
+            parse_filter=_same_text,
+        ),
+        FieldType(
+            "json",
+            _schema({}),
+            COMMON_OPTIONS - {"unique"},
+            _sql("JSONB", "TEXT"),
+            lambda name, spec, index: {"sample": index, "tags": ["a", "b"]},
+            writers={"postgresql": _postgres_json, "sqlite": lambda spec: _unless_none(json.dumps)},
+            readers={"sqlite": lambda spec: _unless_none(json.loads)},
+        ),
+    )
+}
+
+
+def field_type(spec: dict) -> FieldType:
+    return TYPES[spec["type"]]
+
+
+def filterable(fields: dict | None) -> dict[str, str]:
+    """{field: type} of the fields a list can be filtered on, by equality."""
+    return {
+        name: spec["type"]
+        for name, spec in (fields or {}).items()
+        if field_type(spec).parse_filter is not None
+    }
+
+
+# -- the JSON Schemas of a store: one for records, one for create/replace bodies, one for patches
+
+
+def _nullable(schema: dict) -> dict:
+    """Optional fields also accept null, which clears them."""
+    if not schema.get("type"):
+        return schema  # json fields accept any value already
+    nullable = dict(schema, type=[schema["type"], "null"])
+    if "enum" in nullable:
+        nullable["enum"] = [*nullable["enum"], None]
+    return nullable
+
+
+def store_schemas(fields: dict | None) -> dict:
+    """Schemas of a store's record (a response), its input (create, PUT) and a patch; a store
+    without fields keeps JSON documents."""
+    system = {
+        "id": {"type": "integer", "minimum": 1, "readOnly": True},
+        "created_at": {"type": "string", "format": "date-time", "readOnly": True},
+        "updated_at": {"type": "string", "format": "date-time", "readOnly": True},
+    }
+    if fields is None:
+        no_system_keys = {"not": {"enum": list(SYSTEM_COLUMNS)}}
+        document = {"type": "object", "propertyNames": no_system_keys, "maxProperties": 1000}
+        record = {"type": "object", "properties": system, "required": list(SYSTEM_COLUMNS)}
+        return {"record": record, "input": document, "patch": document}
+    values = {}
+    for name, spec in fields.items():
+        schema = field_type(spec).json_schema(spec)
+        values[name] = schema if spec.get("required") else _nullable(schema)
+    required = [name for name, spec in fields.items() if spec.get("required")]
+    record = {
+        "type": "object",
+        "properties": {**system, **values},
+        "required": list(SYSTEM_COLUMNS),
+        "additionalProperties": False,
+    }
+    write = {"type": "object", "properties": values, "additionalProperties": False}
+    return {
+        "record": record,
+        "input": {**write, "required": required} if required else write,
+        "patch": write,
+    }
+
+
+def extra_checks(fields: dict | None) -> dict[str, Callable[[Value], str | None]]:
+    """{field: check} for the options a field's JSON Schema cannot express."""
+    checks = {}
+    for name, spec in (fields or {}).items():
+        make = field_type(spec).extra_check
+        check = make(spec) if make else None
+        if check is not None:
+            checks[name] = check
+    return checks
+
+
+def value_problems(spec: dict) -> Callable[[Value], list[str]]:
+    """What is wrong with a value of this field (an empty list: nothing), as the service
+    judges it: its JSON Schema, then the checks JSON Schema cannot express."""
+    validator = value_validator(field_type(spec).json_schema(spec))
+    make = field_type(spec).extra_check
+    extra = make(spec) if make else None
+
+    def problems(value: Value) -> list[str]:
+        found = [error.message for error in validator.iter_errors(value)]
+        if not found and extra is not None:
+            problem = extra(value)
+            found = [problem] if problem else []
+        return found
+
+    return problems
