@@ -224,12 +224,14 @@ def _postgres_lean_run(self, work, **options):
 def ablations(apps: Apps, backend: str) -> dict[str, Callable[[], Any]]:
     """{name: context manager factory} of the generated app with one thing switched off."""
     from app import validation
-    from app.storage import database
+    from app.persistence import database
 
     app = apps.generated
     result: dict[str, Callable[[], Any]] = {
         "no request metrics": lambda: without_metrics(app),
-        "no request id / security headers": lambda: without_middleware(app, "SecurityHeaders"),
+        "no request id / security headers": lambda: without_middleware(
+            app, "RequestIdAndSecurityHeaders"
+        ),
         "no JSON Schema validation": lambda: patched(
             validation.BodyValidator, "errors", lambda self, body: []
         ),
@@ -382,7 +384,7 @@ FEATURES = [
     (
         "database: store, driver, SQL, row conversion",
         [
-            "app/storage/",
+            "app/persistence/",
             "_one (orders_app.py",
             "get (orders_app.py",
             "create (orders_app.py",

@@ -9,17 +9,16 @@ from __future__ import annotations
 import json
 import keyword
 import os
-import re
 import sys
 from pathlib import Path
 
 from jinja2.ext import Extension
 
 from .diagnostics import BlueprintError
-from .model import Blueprint, load_file, load_mapping
+from .model import CheckedBlueprint, load_file, load_mapping
+from .service_modules import field_types
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
-NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 def resolve_blueprint_path(path: str) -> Path:
@@ -32,14 +31,14 @@ def resolve_blueprint_path(path: str) -> Path:
     return bundled.resolve() if bundled.is_file() else given.resolve()
 
 
-def load_blueprint(path: str, inline: object) -> Blueprint:
+def load_blueprint(path: str, inline: object) -> CheckedBlueprint:
     """The blueprint from extra_context `_blueprint` when given, else from the file."""
     if isinstance(inline, dict) and inline:
         return load_mapping(inline, "_blueprint")
     return load_file(resolve_blueprint_path(path), display_name=path)
 
 
-def _checked(path: str, inline: object) -> Blueprint:
+def _checked(path: str, inline: object) -> CheckedBlueprint:
     """The checked blueprint, or a clean exit listing its errors."""
     try:
         return load_blueprint(path, inline)
@@ -62,12 +61,12 @@ class BlueprintExtension(Extension):
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
-        self._checked: dict[tuple[str, str], Blueprint] = {}
+        self._checked: dict[tuple[str, str], CheckedBlueprint] = {}
         environment.filters["blueprint_system_name"] = self.system_name
         environment.filters["blueprint_model"] = self.model
         environment.globals["template_dir"] = str(TEMPLATE_DIR)
 
-    def blueprint(self, path: str, inline: object) -> Blueprint:
+    def blueprint(self, path: str, inline: object) -> CheckedBlueprint:
         key = (path, json.dumps(inline, sort_keys=True, default=str))
         if key not in self._checked:
             self._checked[key] = _checked(path, inline)
@@ -86,11 +85,11 @@ class BlueprintExtension(Extension):
         Rendered after the system_name answer, so a name the user typed is checked here too,
         before cookiecutter makes a directory of it.
         """
-        valid = isinstance(system_name, str) and NAME.fullmatch(system_name)
+        valid = isinstance(system_name, str) and field_types.IDENTIFIER.fullmatch(system_name)
         if not valid or keyword.iskeyword(system_name):
             print(
-                f"error: system_name {system_name!r} must be lower-case letters, digits and _, "
-                "starting with a letter, at most 63 characters; nothing was generated",
+                f"error: system_name {system_name!r} must be {field_types.IDENTIFIER_RULE}; "
+                "nothing was generated",
                 file=sys.stderr,
             )
             raise SystemExit(1)

@@ -16,7 +16,7 @@ import jinja2
 import yaml
 
 from . import schema_check
-from .model import Blueprint
+from .model import CheckedBlueprint
 from .samples import store_samples
 from .service_modules import defaults, field_types
 
@@ -27,7 +27,7 @@ GENERATED_NOTE = (
 
 def _identifier(value: object) -> str:
     """Only checked names may be pasted into generated code."""
-    if not isinstance(value, str) or not field_types.IDENTIFIER.match(value):
+    if not isinstance(value, str) or not field_types.IDENTIFIER.fullmatch(value):
         raise ValueError(f"refusing to render {value!r} into generated code")
     return value
 
@@ -132,7 +132,7 @@ def _readme_data(model: dict) -> dict:
     }
 
 
-def project_files(blueprint: Blueprint) -> dict[str, str]:
+def project_files(blueprint: CheckedBlueprint) -> dict[str, str]:
     """Every blueprint-determined file of the project, by its relative path."""
     model = blueprint.model
     environment = _environment()
@@ -168,7 +168,7 @@ def project_files(blueprint: Blueprint) -> dict[str, str]:
     return files
 
 
-def custom_files(blueprint: Blueprint) -> dict[str, str]:
+def custom_files(blueprint: CheckedBlueprint) -> dict[str, str]:
     """The per-component modules for custom logic: written once, never overwritten."""
     environment = _environment()
     files = {}
@@ -181,7 +181,7 @@ def custom_files(blueprint: Blueprint) -> dict[str, str]:
     return files
 
 
-def write_project(blueprint: Blueprint, project_dir: str | Path) -> list[str]:
+def write_project(blueprint: CheckedBlueprint, project_dir: str | Path) -> list[str]:
     """Write the blueprint-determined files into project_dir; return the paths written."""
     root = Path(project_dir).resolve()
     written = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .generate import write_project
-from .model import Blueprint
+from .model import CheckedBlueprint
 
 
 def generate_into(project_dir: str, model: dict) -> int:
@@ -12,5 +12,5 @@ def generate_into(project_dir: str, model: dict) -> int:
     model is what the cookiecutter extension checked and normalised before cookiecutter wrote
     anything (blueprint_model), named with the system_name answer.
     """
-    write_project(Blueprint(model), project_dir)
+    write_project(CheckedBlueprint(model), project_dir)
     return 0

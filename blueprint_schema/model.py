@@ -28,7 +28,7 @@ CREDENTIAL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/:@'\"]*:[^\s/@'\"$]+@
 
 
 @dataclass
-class Blueprint:
+class CheckedBlueprint:
     """A checked blueprint: the model to generate from and the warnings to show."""
 
     model: dict
@@ -39,18 +39,18 @@ class Blueprint:
         return self.model["system"]["name"]
 
 
-def load_file(path: str | Path, display_name: str | None = None) -> Blueprint:
+def load_file(path: str | Path, display_name: str | None = None) -> CheckedBlueprint:
     """Read, check and normalise a blueprint file; raise BlueprintError listing every error."""
     document, positions = read_file(path, display_name)
     return load_document(document, positions)
 
 
-def load_mapping(document: object, source: str = "<blueprint mapping>") -> Blueprint:
+def load_mapping(document: object, source: str = "<blueprint mapping>") -> CheckedBlueprint:
     """Check and normalise a blueprint given as data (e.g. cookiecutter extra_context)."""
     return load_document(document, Positions(source))
 
 
-def load_document(document: object, positions: Positions) -> Blueprint:
+def load_document(document: object, positions: Positions) -> CheckedBlueprint:
     report = Report(positions)
     if not isinstance(document, dict):
         kind = "empty" if document is None else f"a {type(document).__name__}"
@@ -65,7 +65,7 @@ def load_document(document: object, positions: Positions) -> Blueprint:
     model = _build(document, report)
     report.raise_if_errors()
     warnings = sorted(report.warnings, key=lambda d: (d.line, d.column, d.path))
-    return Blueprint(model, warnings)
+    return CheckedBlueprint(model, warnings)
 
 
 def _build(document: dict, report: Report) -> dict:
@@ -202,11 +202,9 @@ def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
                 report.error(
                     path + (option,), f"{schema_check.short(spec[option])} fails: {problems[0]}"
                 )
-    bare = field_types.value_validator(
-        {key: item for key, item in kind.json_schema(spec).items() if key != "enum"}
-    )
+    without_enum = field_types.value_problems({k: v for k, v in spec.items() if k != "enum"})
     for index, value in enumerate(spec.get("enum", [])):
-        problems = [error.message for error in bare.iter_errors(value)]
+        problems = without_enum(value)
         if problems:
             report.error(
                 path + ("enum", index), f"{schema_check.short(value)} fails: {problems[0]}"

@@ -10,12 +10,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from blueprint_schema.model import CREDENTIAL_IN_TEXT
+
 from .report import CheckFailed, Passed
 
 BIN = Path(sys.executable).parent
 SKIPPED_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "data"}
 SECRET_PATTERNS = {
-    "credentials in a URL": re.compile(r"[a-z][a-z0-9+.-]*://[^\s/:@'\"]+:[^\s/@'\"$]+@", re.I),
+    "credentials in a URL": CREDENTIAL_IN_TEXT,
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
     "AWS access key": re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
     "password assignment": re.compile(

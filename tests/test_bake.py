@@ -12,6 +12,7 @@ import yaml
 from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, TEMPLATE_DIR, bake
 from generated_blueprints import large_blueprint
 
+from blueprint_schema.model import CREDENTIAL_IN_TEXT
 from service_validator.static_checks import run_tool
 
 BIN = Path(sys.executable).parent
@@ -60,7 +61,7 @@ def test_no_secret_in_any_file(baked):
     for path in project_files(baked):
         text = path.read_text(encoding="utf-8", errors="replace")
         assert SEED_PASSWORD not in text, path
-        assert not re.search(r"://[^\s/:@]+:[^\s/@$]+@", text), path
+        assert not CREDENTIAL_IN_TEXT.search(text), path
 
 
 def assert_ruff_clean(directory: Path) -> None:

@@ -126,7 +126,7 @@ def test_regeneration_keeps_custom_modules(tmp_path):
         extra_context={"blueprint": str(project / "blueprint.yaml")},
     )
     assert custom.read_text().endswith("# my change\n")
-    assert "resource_blueprint" in generated.read_text()
+    assert "endpoint_routes" in generated.read_text()
 
 
 def test_blueprint_is_read_once_per_run_and_afresh_in_the_next(tmp_path, monkeypatch):

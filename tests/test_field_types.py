@@ -7,6 +7,7 @@ tests read it the same way, then run a generated service on SQLite and PostgreSQ
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 import psycopg2
@@ -63,6 +64,7 @@ def test_every_type_is_declared_whole(kind):
         ("1.999", False),  # 3 after it: never rounded, refused
         ("1e3", False),
         ("NaN", False),
+        ("-0", False),  # zero has no sign
         (" 1", False),
         (19.99, False),  # a JSON number would have passed through a float
     ],
@@ -73,12 +75,58 @@ def test_decimal_values_fit_precision_and_scale_exactly(value, valid):
 
 
 def test_decimal_range_and_enum_compare_exactly():
-    spec = {"type": "decimal", "scale": 2, "minimum": 0.1, "maximum": 5, "enum": ["0.10", "5"]}
-    problems = field_types.value_problems(spec)
-    assert problems("0.1") == [] and problems("5.00") == [] and problems("0.10") == []
-    assert "less than the minimum" in problems("0.09")[0]
-    assert "not one of" in problems("1")[0]
-    assert "greater than the maximum" in problems("5.01")[0]
+    def valid(spec: dict, value: str) -> bool:
+        return field_types.value_problems({"type": "decimal", "scale": 2, **spec})(value) == []
+
+    bounded = {"minimum": 0.1, "maximum": 5}
+    assert [valid(bounded, v) for v in ("0.1", "0.10", "5", "5.00", "2.5")] == [True] * 5
+    assert [valid(bounded, v) for v in ("0.09", "5.01", "-1", "0")] == [False] * 4
+    listed = {"enum": ["0.10", "5"]}
+    assert [valid(listed, v) for v in ("0.1", "0.10", "5", "5.0", "5.00")] == [True] * 5
+    assert [valid(listed, v) for v in ("1", "0.11", "5.001", "-5")] == [False] * 4
+
+
+def _texts(precision: int, scale: int, rng: random.Random) -> list[str]:
+    """Decimal-looking texts, within the precision and a digit beyond it, either sign."""
+    texts = []
+    for _ in range(60):
+        whole = rng.randint(0, precision - scale + 1)
+        digits = "".join(rng.choice("0123456789") for _ in range(max(whole - 1, 0)))
+        integer = (str(rng.randint(1, 9)) + digits) if whole else "0"
+        fraction = "".join(rng.choice("0123456789") for _ in range(rng.randint(0, scale + 1)))
+        sign = "-" if rng.random() < 0.4 else ""
+        texts.append(sign + integer + (f".{fraction}" if fraction else ""))
+    return texts
+
+
+def test_decimal_pattern_accepts_exactly_the_allowed_values():
+    """The pattern does JSON Schema's job of comparing numbers written as strings: checked
+    against Decimal arithmetic on 24,000 texts of 400 random fields (seeded)."""
+    rng = random.Random(20261201)
+    for _ in range(400):
+        precision = rng.randint(1, 9)
+        scale = rng.randint(0, precision)
+        whole = precision - scale
+        spec = {"type": "decimal", "precision": precision, "scale": scale}
+        step = Decimal(1).scaleb(-rng.randint(0, scale + 1))
+        for bound in ("minimum", "maximum"):
+            if rng.random() < 0.7:
+                low = spec.get("minimum", -(10**whole))
+                spec[bound] = float(Decimal(rng.uniform(low, 10**whole)).quantize(step))
+        valid = field_types.value_problems(spec)
+        for text in _texts(precision, scale, rng):
+            value = Decimal(text)
+            integer, _, fraction = text.lstrip("-").partition(".")
+            fits = (
+                len(integer) <= max(whole, 1)
+                and (whole > 0 or integer == "0")
+                and len(fraction) <= scale
+                and not (text.startswith("-") and value == 0)  # zero has no sign
+            )
+            within = ("minimum" not in spec or value >= Decimal(str(spec["minimum"]))) and (
+                "maximum" not in spec or value <= Decimal(str(spec["maximum"]))
+            )
+            assert (valid(text) == []) is (fits and within), (spec, text)
 
 
 def test_decimal_text_is_canonical():
@@ -176,7 +224,7 @@ def exercise_decimal_and_email(url: str) -> None:
         assert response.status == 422, reason
     taken = http("POST", f"{url}/payments", {"amount": "1", "payer": "p0@ex.org"})
     assert taken.status == 409
-    patched = http("PATCH", f"{url}/payments/{created[0]['id']}", {"amount": "-0.00"})
+    patched = http("PATCH", f"{url}/payments/{created[0]['id']}", {"amount": "0"})
     assert patched.status == 200 and patched.json()["amount"] == "0.0000"
 
     document = http("GET", f"{url}/openapi.json").json()

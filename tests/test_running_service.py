@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -401,3 +402,22 @@ def test_requests_are_read_in_full_before_a_thread_takes_them(order_service, tmp
 
         listed = http("GET", f"{server.url}/orders?limit=10").json()["items"]
         assert [record["customer"] for record in listed] == ["in pieces"] * 3
+
+
+def test_requests_gunicorn_refuses_are_answered_as_problems(order_service, tmp_path):
+    """Gunicorn answers what it cannot parse itself (its page is HTML); the worker makes those
+    answers problem+json, as the OpenAPI document says every error is."""
+    refused = {
+        "414": b"GET /orders?customer=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        "431": b"GET /orders HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 9000 + b"\r\n\r\n",
+        "400": b"GET /orders HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+    }
+    with GunicornServer(order_service, tmp_path) as server:
+        for status, request in refused.items():
+            answer = exchange(server.port, request)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert statuses(answer) == [status], answer[:300]
+            assert b"\r\nContent-Type: application/problem+json\r\n" in head
+            problem = json.loads(body)
+            assert problem["status"] == int(status) and problem["title"], problem
+        assert http("GET", f"{server.url}/health").status == 200

@@ -101,11 +101,14 @@ def test_ready_answering_500_fails(project, tmp_path):
 
 def test_route_missing_from_openapi_fails(project, tmp_path):
     custom = project / "app" / "custom" / "orders_api.py"
+    docstring = (
+        '    """Add the endpoint\'s own routes or request hooks here'
+        ' (routes is a Flask Blueprint)."""\n'
+    )
     _break(
         custom,
-        '    """Add routes or request hooks to the endpoint\'s Blueprint here."""\n',
-        '    """Add routes or request hooks to the endpoint\'s Blueprint here."""\n'
-        '    blueprint.add_url_rule("/orders/export", "export", lambda: {"rows": []})\n',
+        docstring,
+        docstring + '    routes.add_url_rule("/orders/export", "export", lambda: {"rows": []})\n',
     )
     code, report, _ = validate(project, tmp_path / "r.json", "--only", "routes-match-openapi")
     assert code == 1

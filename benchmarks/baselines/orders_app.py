@@ -4,7 +4,7 @@ SQLite (DATA_DIR/orders.sqlite3, one connection per thread, WAL) unless DATABASE
 PostgreSQL database (a psycopg2 ThreadedConnectionPool, minconn = maxconn = Gunicorn threads).
 
 Fairness: the table, its columns, types and UNIQUE email are those of the generated
-app/storage/sql.py; the input rules are the generated JSON Schema's (customer required, at most
+app/persistence/sql.py; the input rules are the generated JSON Schema's (customer required, at most
 120 characters; total a number >= 0; status new/paid/shipped, default new; email matching
 ^[^@]+@[^@]+$; paid_at an RFC 3339 date-time; no other field); the response holds the same
 fields with the same ISO timestamps, the same statuses (201 + Location, 200, 404, 409, 422),

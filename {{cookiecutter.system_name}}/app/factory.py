@@ -19,13 +19,13 @@ from . import metrics
 from . import problems
 from . import service
 from .deadline import RequestDeadline
-from .endpoints import BLUEPRINTS
+from .endpoints import ENDPOINT_ROUTES
 from .logs import configure_logging
-from .middleware import SecurityHeaders
+from .middleware import RequestIdAndSecurityHeaders
 from .openapi import build_document
+from .persistence import open_database
 from .settings import Settings
 from .settings import load_settings
-from .storage import open_database
 from .stores import STORES
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,12 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         store.name: store.open(database, settings.stores[store.name]) for store in STORES
     }
 
-    app.wsgi_app = SecurityHeaders(app.wsgi_app)
+    app.wsgi_app = RequestIdAndSecurityHeaders(app.wsgi_app)
     app.wsgi_app = RequestDeadline(app.wsgi_app, settings.request_timeout_ms / 1000)
     problems.register_error_handlers(app)
-    app.register_blueprint(service.blueprint)
-    for blueprint in BLUEPRINTS:
-        app.register_blueprint(blueprint)
+    app.register_blueprint(service.routes)
+    for routes in ENDPOINT_ROUTES:
+        app.register_blueprint(routes)
     _allow_cross_origin(app, settings)
     metrics.install(app, settings.version)
     app.config["OPENAPI_JSON"] = json.dumps(build_document(settings))

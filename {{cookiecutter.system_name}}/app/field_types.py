@@ -23,13 +23,16 @@ from dataclasses import field
 from datetime import UTC
 from datetime import date
 from datetime import datetime
+from decimal import ROUND_CEILING
+from decimal import ROUND_FLOOR
 from decimal import Decimal
 from decimal import InvalidOperation
 from typing import Any
 
 import jsonschema_rs
 
-# Names of tables, fields and components: what may be written into SQL and Python unquoted.
+# Names of tables, fields and components: what may be written into SQL and Python. Match with
+# fullmatch() (a trailing newline passes match()); the pattern is also the blueprint schema's.
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 IDENTIFIER_RULE = "lower-case letters, digits and _, starting with a letter, at most 63 characters"
 # Columns every record has, served read-only.
@@ -83,8 +86,10 @@ class FieldType:
     readers: dict[str, Callable[[dict], Convert]] = field(default_factory=dict)
     # Query-string text -> JSON value; ValueError when the text is not one. None: no filter.
     parse_filter: Callable[[str], Value] | None = None
-    # Options checked here rather than by JSON Schema (it cannot compare decimal strings).
-    extra_check: Callable[[dict], Callable[[Value], str | None] | None] | None = None
+    # Options that schema() itself expresses, rather than their JSON Schema keywords.
+    absorbs: frozenset[str] = frozenset()
+    # The values a field allows, in words: said instead of a pattern the value does not match.
+    describe: Callable[[dict], str] | None = None
     # Blueprint options of this type alone, with their JSON Schema (the blueprint format).
     own_options: dict[str, dict] = field(default_factory=dict)
 
@@ -92,7 +97,7 @@ class FieldType:
         """The JSON Schema of one field's value (null not allowed)."""
         schema = self.schema(spec)
         for option, keyword in _KEYWORDS.items():
-            if option in spec and not (self.extra_check and option in _EXTRA_CHECKED):
+            if option in spec and option not in self.absorbs:
                 schema[keyword] = spec[option]
         if "example" in spec:
             schema["examples"] = [spec["example"]]
@@ -207,10 +212,16 @@ def _same_text(text: str) -> str:
 
 
 # -- decimal: exact numbers (money) carried as strings, so no value passes through a float ------
+#
+# Its JSON Schema is a pattern that accepts exactly the texts of the values the field allows:
+# the digits its precision and scale leave room for, within its minimum and maximum, or one of
+# its enum values (written with any number of trailing zeros). JSON Schema cannot compare
+# numbers written as strings, so the pattern does it, and the OpenAPI document says exactly
+# what the service accepts. Zero has no sign.
 
 DEFAULT_PRECISION = 18
 DEFAULT_SCALE = 2
-_EXTRA_CHECKED = frozenset({"minimum", "maximum", "enum"})
+MAX_PRECISION = 38  # as most databases and decimal libraries allow
 
 
 def _decimal(text: str) -> Decimal:
@@ -228,14 +239,6 @@ def _digits(spec: dict) -> tuple[int, int]:
     return spec.get("precision", DEFAULT_PRECISION), spec.get("scale", DEFAULT_SCALE)
 
 
-def _decimal_schema(spec: dict) -> dict:
-    precision, scale = _digits(spec)
-    whole = max(precision - scale, 0)  # scale above precision: refused by the blueprint check
-    integer = "0" if whole == 0 else f"(0|[1-9][0-9]{{0,{whole - 1}}})"
-    fraction = f"(\\.[0-9]{{1,{scale}}})?" if scale else ""
-    return {"type": "string", "format": "decimal", "pattern": f"^-?{integer}{fraction}$"}
-
-
 def decimal_text(value: Decimal | str, scale: int) -> str:
     """The canonical text of a decimal: exactly `scale` digits after the point, no -0."""
     exact = Decimal(value).quantize(Decimal(1).scaleb(-scale))
@@ -244,27 +247,149 @@ def decimal_text(value: Decimal | str, scale: int) -> str:
     return format(exact, "f")
 
 
-def _decimal_check(spec: dict) -> Callable[[Value], str | None] | None:
-    """minimum, maximum and enum of a decimal field, compared as exact numbers."""
-    low = _decimal(str(spec["minimum"])) if "minimum" in spec else None
-    high = _decimal(str(spec["maximum"])) if "maximum" in spec else None
-    allowed = [_decimal(str(item)) for item in spec.get("enum", ())]
-    if low is None and high is None and not allowed:
+def _group(pattern: str) -> str:
+    return f"(?:{pattern})" if "|" in pattern else pattern
+
+
+def _digit_range(low: str, high: str) -> str:
+    """Pattern of the digit strings as long as low and high, from low to high."""
+    if low == high:
+        return low
+    if low[0] == high[0]:
+        return low[0] + _group(_digit_range(low[1:], high[1:]))
+    rest = len(low) - 1
+    low_whole, high_whole = low[1:] == "0" * rest, high[1:] == "9" * rest
+    first, last = int(low[0]) + (not low_whole), int(high[0]) - (not high_whole)
+    alternatives = []
+    if not low_whole:
+        alternatives.append(low[0] + _group(_digit_range(low[1:], "9" * rest)))
+    if first <= last:
+        digit = str(first) if first == last else f"[{first}-{last}]"
+        alternatives.append(digit + (f"[0-9]{{{rest}}}" if rest else ""))
+    if not high_whole:
+        alternatives.append(high[0] + _group(_digit_range("0" * rest, high[1:])))
+    return "|".join(alternatives)
+
+
+def _integer_range(low: int, high: int) -> str:
+    """Pattern of the whole numbers from low to high (>= 0), without leading zeros."""
+    alternatives = []
+    whole_lengths: list[int] = []  # lengths whose every number is in range: [1-9][0-9]{a,b}
+    for length in range(len(str(low)), len(str(high)) + 1):
+        start = max(low, 10 ** (length - 1) if length > 1 else 0)
+        end = min(high, 10**length - 1)
+        if length > 1 and start == 10 ** (length - 1) and end == 10**length - 1:
+            whole_lengths.append(length - 1)
+        elif start <= end:
+            alternatives.append(_digit_range(str(start), str(end)))
+    if whole_lengths:
+        least, most = whole_lengths[0], whole_lengths[-1]
+        count = str(least) if least == most else f"{least},{most}"
+        alternatives.append(f"[1-9][0-9]{{{count}}}")
+    return "|".join(alternatives)
+
+
+def _fraction_range(low: str, high: str) -> tuple[str, bool]:
+    """Pattern of the digits after a point (1 to len(low) of them) whose value lies from
+    .low to .high, and whether a number without a fraction (.0) does."""
+    scale = len(low)
+    if low == "0" * scale and high == "9" * scale:
+        return f"[0-9]{{1,{scale}}}", True
+    alternatives = []
+    for length in range(1, scale + 1):
+        least = low[:length]
+        if low[length:].strip("0"):  # what is cut off counts: round the least up
+            least = str(int(least) + 1).zfill(length)
+        most = high[:length]
+        if len(least) == length and least <= most:
+            alternatives.append(_digit_range(least, most))
+    return "|".join(alternatives), low == "0" * scale
+
+
+def _magnitudes(low: Decimal, high: Decimal, scale: int) -> str | None:
+    """Pattern of the unsigned texts of the values from low to high (>= 0, both multiples
+    of the scale's step); None when there are none."""
+    if low > high:
         return None
 
-    def check(value: Value) -> str | None:
-        if not isinstance(value, str) or not _is_decimal(value):
-            return None  # the JSON Schema reports it
-        number = _decimal(value)
-        if low is not None and number < low:
-            return f"{value} is less than the minimum of {spec['minimum']}"
-        if high is not None and number > high:
-            return f"{value} is greater than the maximum of {spec['maximum']}"
-        if allowed and number not in allowed:
-            return f"{value} is not one of {', '.join(str(item) for item in spec['enum'])}"
-        return None
+    def split(value: Decimal) -> tuple[int, str]:
+        whole, _, fraction = decimal_text(value, scale).partition(".")
+        return int(whole), fraction
 
-    return check
+    def texts(whole: str, fraction_low: str, fraction_high: str) -> str | None:
+        if not scale:
+            return _group(whole)
+        fraction, bare = _fraction_range(fraction_low, fraction_high)
+        if not fraction:
+            return _group(whole) if bare else None
+        point = rf"\.{_group(fraction)}"
+        return _group(whole) + (f"(?:{point})?" if bare else point)
+
+    (low_whole, low_fraction), (high_whole, high_fraction) = split(low), split(high)
+    lowest, highest = "0" * scale, "9" * scale
+    if low_whole == high_whole:
+        pieces = [texts(str(low_whole), low_fraction, high_fraction)]
+    else:
+        # Whole numbers any of whose fractions is in range, and the two ends apart otherwise.
+        first = low_whole + (low_fraction != lowest)
+        last = high_whole - (high_fraction != highest)
+        pieces = []
+        if first != low_whole:
+            pieces.append(texts(str(low_whole), low_fraction, highest))
+        if first <= last:
+            pieces.append(texts(_integer_range(first, last), lowest, highest))
+        if last != high_whole:
+            pieces.append(texts(str(high_whole), lowest, high_fraction))
+    found = [piece for piece in pieces if piece]
+    return "|".join(found) if found else None
+
+
+def _equal_texts(value: Decimal, scale: int) -> str:
+    """Pattern of the texts of one value: 5.00 as 5, 5.0 or 5.00."""
+    text = decimal_text(value, scale)
+    sign = "-" if text.startswith("-") else ""
+    whole, _, fraction = text.lstrip("-").partition(".")
+    significant = fraction.rstrip("0")
+    if not significant:
+        return f"{sign}{whole}" + (f"(?:\\.0{{1,{scale}}})?" if scale else "")
+    zeros = scale - len(significant)
+    return f"{sign}{whole}\\.{significant}" + (f"0{{0,{zeros}}}" if zeros else "")
+
+
+def _describe_decimal(spec: dict) -> str:
+    precision, scale = _digits(spec)
+    if "enum" in spec:
+        return "one of " + ", ".join(f'"{item}"' for item in spec["enum"])
+    text = f"a decimal number in a string, with at most {precision - scale} digits before "
+    text += f"the point and {scale} after it" if scale else "the point and none after it"
+    if "minimum" in spec:
+        text += f", at least {spec['minimum']}"
+    if "maximum" in spec:
+        text += f", at most {spec['maximum']}"
+    return text
+
+
+def _decimal_schema(spec: dict) -> dict:
+    precision, scale = _digits(spec)
+    whole = max(precision - scale, 0)  # scale above precision: refused by the blueprint check
+    step = Decimal(1).scaleb(-scale)
+    largest = Decimal(10) ** whole - step
+    if "enum" in spec:
+        texts = [_equal_texts(_decimal(str(item)), scale) for item in spec["enum"]]
+    else:
+        low = max(_decimal(str(spec.get("minimum", -largest))), -largest)
+        high = min(_decimal(str(spec.get("maximum", largest))), largest)
+        texts = []
+        if high >= 0:
+            positive = max(low, Decimal(0)).quantize(step, ROUND_CEILING)
+            texts.append(_magnitudes(positive, high.quantize(step, ROUND_FLOOR), scale))
+        if low < 0:
+            least = max(-high, step).quantize(step, ROUND_CEILING)  # no -0
+            negative = _magnitudes(least, (-low).quantize(step, ROUND_FLOOR), scale)
+            texts.append(f"-{_group(negative)}" if negative else None)
+    found = [text for text in texts if text]
+    pattern = f"^(?:{'|'.join(found)})$" if found else "^[^\\s\\S]$"  # none: matches nothing
+    return {"type": "string", "format": "decimal", "pattern": pattern}
 
 
 def _decimal_sample(name: str, spec: dict, index: int) -> Value:
@@ -379,18 +504,19 @@ TYPES: dict[str, FieldType] = {
             writers={"postgresql": _decimal_writer_postgres, "sqlite": _decimal_writer_sqlite},
             readers={"postgresql": _decimal_reader_postgres},
             parse_filter=_decimal_filter,
-            extra_check=_decimal_check,
+            absorbs=frozenset({"minimum", "maximum", "enum"}),
+            describe=_describe_decimal,
             own_options={
                 "precision": {
                     "type": "integer",
                     "minimum": 1,
-                    "maximum": 1000,
+                    "maximum": MAX_PRECISION,
                     "description": f"Digits in all; default {DEFAULT_PRECISION}.",
                 },
                 "scale": {
                     "type": "integer",
                     "minimum": 0,
-                    "maximum": 1000,
+                    "maximum": MAX_PRECISION,
                     "description": f"Digits after the point; default {DEFAULT_SCALE}.",
                 },
             },
@@ -516,29 +642,17 @@ def store_schemas(fields: dict | None) -> dict:
     }
 
 
-def extra_checks(fields: dict | None) -> dict[str, Callable[[Value], str | None]]:
-    """{field: check} for the options a field's JSON Schema cannot express."""
-    checks = {}
-    for name, spec in (fields or {}).items():
-        make = field_type(spec).extra_check
-        check = make(spec) if make else None
-        if check is not None:
-            checks[name] = check
-    return checks
+def explain(spec: dict, error: jsonschema_rs.ValidationError) -> str:
+    """An error of a field's value, in words: a pattern the type made is said as what it
+    allows."""
+    describe = field_type(spec).describe
+    if describe and isinstance(error.kind, jsonschema_rs.ValidationErrorKind.Pattern):
+        return f"must be {describe(spec)}"
+    return error.message
 
 
 def value_problems(spec: dict) -> Callable[[Value], list[str]]:
     """What is wrong with a value of this field (an empty list: nothing), as the service
-    judges it: its JSON Schema, then the checks JSON Schema cannot express."""
+    judges it."""
     validator = value_validator(field_type(spec).json_schema(spec))
-    make = field_type(spec).extra_check
-    extra = make(spec) if make else None
-
-    def problems(value: Value) -> list[str]:
-        found = [error.message for error in validator.iter_errors(value)]
-        if not found and extra is not None:
-            problem = extra(value)
-            found = [problem] if problem else []
-        return found
-
-    return problems
+    return lambda value: [explain(spec, error) for error in validator.iter_errors(value)]

@@ -20,7 +20,7 @@ SECURITY_HEADERS = {
 _SECURITY_HEADER_ITEMS = tuple(SECURITY_HEADERS.items())
 
 
-class SecurityHeaders:
+class RequestIdAndSecurityHeaders:
     """WSGI middleware: the request id and the security headers on every response.
 
     Done at the WSGI level, not in Flask hooks, because it runs on every request: the raw

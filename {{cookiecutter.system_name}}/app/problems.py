@@ -12,13 +12,13 @@ from werkzeug.exceptions import HTTPException
 
 from .metrics import EXCEPTION_KEY
 from .middleware import request_id
-from .storage import Conflict
-from .storage import DatabaseUnavailable
-from .storage import DeadlineExceeded
-from .storage import IdempotencyKeyReused
-from .storage import InvalidValue
-from .storage import QueryTimeout
-from .storage import WriteOutcomeUnknown
+from .persistence import Conflict
+from .persistence import DatabaseUnavailable
+from .persistence import DeadlineExceeded
+from .persistence import IdempotencyKeyReused
+from .persistence import InvalidValue
+from .persistence import QueryTimeout
+from .persistence import WriteOutcomeUnknown
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"

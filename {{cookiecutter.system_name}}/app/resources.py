@@ -1,4 +1,4 @@
-"""CRUD routes of an API endpoint over its store, as a Flask Blueprint.
+"""CRUD routes of an API endpoint over its store (a Flask Blueprint).
 
 GET    <path>          list: ?limit=&after=<id>&<field>=<value> (keyset pagination)
 POST   <path>          create: 201 with Location
@@ -22,11 +22,11 @@ from flask.blueprints import BlueprintSetupState
 
 from .field_types import TYPES
 from .operations import offered
+from .persistence import SyncStore
 from .problems import DATABASE_PROBLEMS
 from .problems import Problem
 from .security import require_api_key
 from .settings import EndpointSettings
-from .storage import SyncStore
 from .validation import BODY_PROBLEMS
 from .validation import BodyValidator
 from .validation import json_body
@@ -95,11 +95,11 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def resource_blueprint(name: str) -> Blueprint:
-    """The Blueprint of endpoint `name`; routes follow its settings once an app registers it."""
-    blueprint = Blueprint(name, __name__)
-    blueprint.record(lambda state: _add_routes(state, name))
-    return blueprint
+def endpoint_routes(name: str) -> Blueprint:
+    """The routes of endpoint `name`: added as its settings say when an app registers them."""
+    routes = Blueprint(name, __name__)
+    routes.record(lambda state: _add_routes(state, name))
+    return routes
 
 
 def _add_routes(state: BlueprintSetupState, name: str) -> None:
@@ -130,7 +130,7 @@ class Views:
     def body_validator(self, kind: str) -> BodyValidator:
         return BodyValidator.of_store(self.fields, kind)
 
-    @answers(400)
+    @answers(400, 414)  # 414: a query longer than Gunicorn's request line (limit_request_line)
     def list(self) -> Response:
         args = request.args
         filterable = self.store.filterable

@@ -16,26 +16,26 @@ from flask import Response
 from flask import current_app
 
 from . import deadline
+from .persistence import DeadlineExceeded
+from .persistence import StorageError
 from .probes import HEALTH_PATH
 from .probes import READY_PATH
-from .storage import DeadlineExceeded
-from .storage import StorageError
 
 log = logging.getLogger(__name__)
-blueprint = Blueprint("_service", __name__)
+routes = Blueprint("_service", __name__)
 
 
 def _json(data: object, status: int = 200) -> Response:
     return Response(json.dumps(data), status=status, mimetype="application/json")
 
 
-@blueprint.get(HEALTH_PATH)
+@routes.get(HEALTH_PATH)
 def health() -> Response:
     """Liveness: answers without touching any dependency."""
     return _json({"status": "ok"})
 
 
-@blueprint.get(READY_PATH)
+@routes.get(READY_PATH)
 def ready() -> Response:
     """Readiness: every store answers a query within READY_TIMEOUT_MS and can write; 503
     names the stores that cannot, each with its reason."""
@@ -69,6 +69,6 @@ def _check(store, write_problem: Callable[[], str | None], timeout_ms: int) -> s
     return "ok"
 
 
-@blueprint.get("/openapi.json")
+@routes.get("/openapi.json")
 def openapi() -> Response:
     return Response(current_app.config["OPENAPI_JSON"], mimetype="application/json")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 
 from flask import Request
 from jsonschema_rs import ValidationErrorKind as ErrorKind
 
-from .field_types import extra_checks
+from .field_types import explain
 from .field_types import store_schemas
 from .field_types import value_validator
 from .problems import Problem
@@ -31,15 +30,14 @@ class BodyValidator:
     takes about 50; its patterns follow ECMA-262, as JSON Schema and OpenAPI say they do.
     """
 
-    def __init__(self, schema: dict, checks: dict[str, Callable] | None = None) -> None:
+    def __init__(self, schema: dict, fields: dict | None = None) -> None:
         self._validator = value_validator(schema)
-        # {field: check} for what the schema cannot express (the range of a decimal, say)
-        self._checks = checks or {}
+        self._fields = fields or {}  # their specs word the errors of their values
 
     @classmethod
     def of_store(cls, fields: dict | None, kind: str) -> BodyValidator:
         """The validator of a store's "input" (create, PUT) or "patch" bodies."""
-        return cls(store_schemas(fields)[kind], extra_checks(fields))
+        return cls(store_schemas(fields)[kind], fields)
 
     def errors(self, body: object) -> list[dict]:
         found = []
@@ -56,14 +54,12 @@ class BodyValidator:
                     {"pointer": f"{pointer}/{_escape(kind.property)}", "detail": "required"}
                 )
             else:
-                found.append({"pointer": pointer, "detail": _short(error.message)})
+                path = error.instance_path
+                spec = self._fields.get(path[0]) if len(path) == 1 else None
+                detail = explain(spec, error) if spec else error.message
+                found.append({"pointer": pointer, "detail": _short(detail)})
             if len(found) >= MAX_ERRORS:
                 break
-        if self._checks and not found and isinstance(body, dict):
-            for name, check in self._checks.items():
-                problem = check(body[name]) if body.get(name) is not None else None
-                if problem:
-                    found.append({"pointer": f"/{_escape(name)}", "detail": _short(problem)})
         return found[:MAX_ERRORS]
 
     def check(self, body: object) -> dict:

@@ -18,6 +18,7 @@ TLS connections (Gunicorn's certfile) are read as Gunicorn reads them, in the th
 from __future__ import annotations
 
 import errno
+import html
 import json
 import re
 import selectors
@@ -294,6 +295,48 @@ class RequestBufferingWorker(ThreadWorker):
         finally:
             self.probe_pool.shutdown(wait=False)
 
+    def handle_error(self, req, client, addr, exc) -> None:
+        """Gunicorn answers a request it cannot take (a request line or headers above its
+        limits, a malformed request) itself, in HTML: here the same status, as problem+json
+        like every other error of the service."""
+        super().handle_error(req, ProblemJsonWriter(client), addr, exc)
+
+
+class ProblemJsonWriter:
+    """A client socket for Gunicorn's error page: what it sends becomes problem+json."""
+
+    _STATUS_LINE = re.compile(rb"^HTTP/1\.1 (\d{3}) ([^\r\n]*)\r\n")
+    _MESSAGE = re.compile(rb"</h1>(.*)</body>", re.S)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+    def sendall(self, data: bytes) -> None:
+        status_line = self._STATUS_LINE.match(data)
+        if status_line is None:  # not Gunicorn's error page: as it is
+            self._sock.sendall(data)
+            return
+        status, title = int(status_line.group(1)), status_line.group(2).decode("latin-1")
+        message = self._MESSAGE.search(data)
+        detail = html.unescape(message.group(1).decode("latin-1")).strip() if message else ""
+        self._sock.sendall(problem_response(status, title, detail))
+
+
+def problem_response(status: int, title: str, detail: str) -> bytes:
+    """A whole HTTP response that closes the connection, with a problem+json body."""
+    body = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    encoded = json.dumps(body).encode()
+    head = (
+        f"HTTP/1.1 {status} {title}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(encoded)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + encoded
+
 
 def _chunks_complete(body: bytes, limit: int) -> bool:
     """Whether a chunked body is whole (its last chunk and trailers received), is above the
@@ -319,16 +362,5 @@ def _chunks_complete(body: bytes, limit: int) -> bool:
 
 
 def _request_timeout_response(seconds: float) -> bytes:
-    body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": "Request Timeout",
-            "status": 408,
-            "detail": f"the request was not received in full within {seconds:g} s",
-        }
-    ).encode()
-    head = (
-        "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+    detail = f"the request was not received in full within {seconds:g} s"
+    return problem_response(408, "Request Timeout", detail)

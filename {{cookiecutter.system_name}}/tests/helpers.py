@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from app.field_types import SYSTEM_COLUMNS
 from app.settings import load_settings
 
 SETTINGS = load_settings({})
@@ -18,9 +19,7 @@ def endpoint(name: str):
 
 
 def without_system_columns(record: dict) -> dict:
-    return {
-        key: value for key, value in record.items() if key not in ("id", "created_at", "updated_at")
-    }
+    return {key: value for key, value in record.items() if key not in SYSTEM_COLUMNS}
 
 
 def same_values(expected: dict, actual: dict) -> bool:

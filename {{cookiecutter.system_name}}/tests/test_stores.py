@@ -8,8 +8,8 @@ import importlib
 import pytest
 
 from app import create_app
-from app.storage import NoApplication
-from app.storage import QueryTimeout
+from app.persistence import NoApplication
+from app.persistence import QueryTimeout
 from helpers import SAMPLES
 from helpers import STORES
 from helpers import same_values

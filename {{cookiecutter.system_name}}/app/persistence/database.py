@@ -404,37 +404,37 @@ class SqliteDatabase(Database):
         self.dialect = Dialect("sqlite")
         self.path = path
         self._timeout_s = statement_timeout_ms / 1000
-        self._local = threading.local()
-        self._ready_lock = threading.Lock()
-        self._ready_pid = 0
+        self._threads = PerProcess(threading.local)  # each thread's connection and deadline
+        self._prepared = PerProcess(self._prepare_file)
 
-    def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None and self._local.pid == os.getpid():
-            return connection
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                self.path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False
-            )
-            connection.execute("PRAGMA synchronous=NORMAL")
-            # Abort statements that run past their deadline, as PostgreSQL's statement_timeout
-            # does; run() sets the deadline, the handler is installed once per connection.
-            local = self._local
-            local.deadline = math.inf
-            connection.set_progress_handler(lambda: time.monotonic() > local.deadline, 10_000)
-            self._prepare_file(connection)
-        except (OSError, sqlite3.Error) as exc:
-            raise DatabaseUnavailable(f"{self.path}: {exc}") from None
-        self._local.connection, self._local.pid = connection, os.getpid()
+    def _thread(self) -> threading.local:
+        """This thread's state, with its connection (opened on first use)."""
+        state = self._threads.get()
+        if getattr(state, "connection", None) is None:
+            try:
+                self._prepared.get()
+                state.connection = self._connect(state)
+            except (OSError, sqlite3.Error) as exc:
+                raise DatabaseUnavailable(f"{self.path}: {exc}") from None
+        return state
+
+    def _connect(self, state: threading.local) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False
+        )
+        connection.execute("PRAGMA synchronous=NORMAL")
+        # Abort statements that run past their deadline, as PostgreSQL's statement_timeout
+        # does; run() sets the deadline, the handler is installed once per connection.
+        state.deadline = math.inf
+        connection.set_progress_handler(lambda: time.monotonic() > state.deadline, 10_000)
         return connection
 
-    def _prepare_file(self, connection: sqlite3.Connection) -> None:
+    def _prepare_file(self) -> bool:
         """Once per process: WAL journal and the tables (retried while another process holds
         the lock, since switching the journal mode does not wait for the busy timeout)."""
-        with self._ready_lock:
-            if self._ready_pid == os.getpid():
-                return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None)
+        try:
             deadline_at = time.monotonic() + self._timeout_s
             while True:
                 try:
@@ -455,7 +455,9 @@ class SqliteDatabase(Database):
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-            self._ready_pid = os.getpid()
+        finally:
+            connection.close()
+        return True
 
     def run(
         self,
@@ -465,8 +467,9 @@ class SqliteDatabase(Database):
         transaction: bool = False,
         probe: bool = False,
     ) -> T:
-        connection = self._connection()
-        self._local.deadline = time.monotonic() + min(
+        state = self._thread()
+        connection = state.connection
+        state.deadline = time.monotonic() + min(
             self._timeout_s, deadline.remaining(default=self._timeout_s)
         )
         cursor = connection.cursor()
@@ -510,10 +513,11 @@ class SqliteDatabase(Database):
         return None
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None and self._local.pid == os.getpid():
-            connection.close()
-        self._local = threading.local()
+        state = self._threads.current()
+        if state is not None and getattr(state, "connection", None) is not None:
+            state.connection.close()
+        self._threads.forget()
+        self._prepared.forget()
 
 
 def _table_complete(connection: sqlite3.Connection, table: Table) -> bool:

@@ -1,6 +1,6 @@
 """Persistence: stores over PostgreSQL (DATABASE_URL) or SQLite (the default).
 
-The asynchronous API lives in app.storage.aio, imported only by code that uses it, so the
+The asynchronous API lives in app.persistence.aio, imported only by code that uses it, so the
 Flask path never loads asyncio.
 """
 

@@ -25,7 +25,7 @@ DOCUMENT_COLUMN = "doc"  # a document table keeps each record in this JSON colum
 
 
 def quote(identifier: str) -> str:
-    if not IDENTIFIER.match(identifier):
+    if not IDENTIFIER.fullmatch(identifier):
         raise ValueError(f"not a safe SQL identifier: {identifier!r}")
     return f'"{identifier}"'
 
