@@ -203,7 +203,7 @@ def patched(target: Any, name: str, value: Any) -> Iterator[None]:
 
 def _sqlite_lean_run(self, work, **options):
     """SqliteDatabase.run as a bare autocommit statement: no BEGIN/COMMIT, no progress handler."""
-    cursor = self._connection().cursor()
+    cursor = self._thread().connection.cursor()
     try:
         return work(cursor)
     finally:

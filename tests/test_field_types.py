@@ -8,7 +8,9 @@ tests read it the same way, then run a generated service on SQLite and PostgreSQ
 from __future__ import annotations
 
 import random
+import re
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -257,3 +259,13 @@ def test_decimal_and_email_on_postgresql(ledger, tmp_path, postgres_database):
         cursor.execute("SELECT sum(amount) FROM payments WHERE id > 1")
         assert cursor.fetchone()[0] == sum(map(Decimal, AMOUNTS[1:]))
     connection.close()
+
+
+def test_readme_lists_every_field_type():
+    """The README's table of field types names each type of the registry, and no other."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| field type | JSON | PostgreSQL | SQLite |", 1)[1].split("\n\n", 1)[0]
+    listed = re.findall(
+        r"`([a-z]+)`", "\n".join(line.split("|")[1] for line in table.splitlines()[2:])
+    )
+    assert sorted(listed) == sorted(field_types.TYPES)

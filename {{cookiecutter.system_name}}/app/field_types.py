@@ -453,6 +453,11 @@ def _schema(base: dict) -> Callable[[dict], dict]:
     return lambda spec: dict(base)
 
 
+def _in_both(make: Callable[[dict], Convert]) -> dict[str, Callable[[dict], Convert]]:
+    """The same conversion for both dialects."""
+    return {"postgresql": make, "sqlite": make}
+
+
 def _sql(postgres: str, sqlite: str) -> dict[str, Callable[[dict], str]]:
     return {"postgresql": lambda spec: postgres, "sqlite": lambda spec: sqlite}
 
@@ -546,7 +551,7 @@ TYPES: dict[str, FieldType] = {
             COMMON_OPTIONS,
             _sql("TIMESTAMPTZ", "TEXT"),
             lambda name, spec, index: f"2024-01-{index + 10:02d}T12:30:00+00:00",
-            writers={"postgresql": lambda spec: _to_utc_text, "sqlite": lambda spec: _to_utc_text},
+            writers=_in_both(lambda spec: _to_utc_text),
             readers={"postgresql": lambda spec: _isoformat},
             parse_filter=lambda text: datetime.fromisoformat(text).isoformat(),
         ),
@@ -556,10 +561,7 @@ TYPES: dict[str, FieldType] = {
             COMMON_OPTIONS,
             _sql("UUID", "TEXT"),
             lambda name, spec, index: f"00000000-0000-4000-8000-{index + 1:012d}",
-            writers={
-                "postgresql": lambda spec: _unless_none(lambda value: str(uuid.UUID(value))),
-                "sqlite": lambda spec: _unless_none(lambda value: str(uuid.UUID(value))),
-            },
+            writers=_in_both(lambda spec: _unless_none(lambda value: str(uuid.UUID(value)))),
             readers={"postgresql": lambda spec: _unless_none(str)},
             parse_filter=lambda text: str(uuid.UUID(text)),
         ),
