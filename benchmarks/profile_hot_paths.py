@@ -224,7 +224,7 @@ def _postgres_lean_run(self, work, **options):
 def ablations(apps: Apps, backend: str) -> dict[str, Callable[[], Any]]:
     """{name: context manager factory} of the generated app with one thing switched off."""
     from app import validation
-    from app.persistence import database
+    from app.persistence import postgres, sqlite
 
     app = apps.generated
     result: dict[str, Callable[[], Any]] = {
@@ -238,11 +238,11 @@ def ablations(apps: Apps, backend: str) -> dict[str, Callable[[], Any]]:
     }
     if backend == "sqlite":
         result["SQLite: bare statement (no BEGIN/COMMIT, no statement timeout)"] = lambda: patched(
-            database.SqliteDatabase, "run", _sqlite_lean_run
+            sqlite.SqliteDatabase, "run", _sqlite_lean_run
         )
     else:
-        result["PostgreSQL: bare statement (autocommit, no error mapping)"] = lambda: patched(
-            database.PostgresDatabase, "run", _postgres_lean_run
+        result["PostgreSQL: bare statement (autocommit, no error mapping, no watchdog)"] = lambda: (
+            patched(postgres.PostgresDatabase, "run", _postgres_lean_run)
         )
 
     parts = list(result.values())
