@@ -1,8 +1,10 @@
-"""Command line: `python -m blueprint_schema check FILE [FILE ...]` validates without generating."""
+"""Command line: `python -m blueprint_schema check FILE [FILE ...]` validates without generating;
+`python -m blueprint_schema schema` prints the complete blueprint JSON Schema (for editors)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from . import BlueprintError, load_file
@@ -13,7 +15,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate blueprint files without generating")
     check.add_argument("files", nargs="+", metavar="FILE")
+    commands.add_parser(
+        "schema", help="print blueprint.schema.json completed with the field types (for editors)"
+    )
     arguments = parser.parse_args(argv)
+    if arguments.command == "schema":
+        from .schema_check import schema
+
+        print(json.dumps(schema(), indent=2, ensure_ascii=False))
+        return 0
 
     failed = False
     for file in arguments.files:

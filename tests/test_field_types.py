@@ -269,3 +269,33 @@ def test_readme_lists_every_field_type():
         r"`([a-z]+)`", "\n".join(line.split("|")[1] for line in table.splitlines()[2:])
     )
     assert sorted(listed) == sorted(field_types.TYPES)
+
+
+def test_the_complete_blueprint_schema_names_every_field_type(tmp_path):
+    """`python -m blueprint_schema schema` (and each project's blueprint.schema.json) is the
+    base schema completed from the registry: an editor then knows decimal and its options."""
+    import json
+    import subprocess
+    import sys
+
+    import jsonschema
+    import yaml
+
+    result = subprocess.run(
+        [sys.executable, "-m", "blueprint_schema", "schema"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    schema = json.loads(result.stdout)
+    field = schema["$defs"]["field"]["properties"]
+    assert field["type"]["enum"] == list(field_types.TYPES)
+    assert {"precision", "scale"} <= set(field)
+    validator = jsonschema.Draft202012Validator(schema)
+    library = Path(__file__).resolve().parents[1] / "examples" / "library.yaml"
+    document = yaml.safe_load(library.read_text(encoding="utf-8"))
+    assert list(validator.iter_errors(document)) == []
+    books = document["components"][0]["config"]["fields"]
+    books["deposit"]["type"] = "money"
+    assert [error.validator for error in validator.iter_errors(document)] == ["enum"]
