@@ -22,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "schema":
         from .schema_check import schema
 
-        print(json.dumps(schema(), indent=2, ensure_ascii=False))
+        try:
+            print(json.dumps(schema(), indent=2, ensure_ascii=False))
+            sys.stdout.flush()
+        except BrokenPipeError:  # `... schema | head`: the reader has what it wanted
+            sys.stdout = None  # nothing left to flush at exit
         return 0
 
     failed = False

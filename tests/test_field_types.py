@@ -299,3 +299,16 @@ def test_the_complete_blueprint_schema_names_every_field_type(tmp_path):
     books = document["components"][0]["config"]["fields"]
     books["deposit"]["type"] = "money"
     assert [error.validator for error in validator.iter_errors(document)] == ["enum"]
+
+
+def test_a_long_value_keeps_the_reason_in_the_message():
+    """The validator's message starts with the value: a long one is cut, not the reason."""
+    message = field_types.value_problems({"type": "string", "max_length": 80})("a" * 4000)[0]
+    assert len(message) <= 200 and message.endswith("is longer than 80 characters"), message
+    assert field_types.value_problems({"type": "email"})("a" * 255) == [
+        "must be an email address such as name@example.org, at most 254 characters"
+    ]
+    assert field_types.value_problems({"type": "decimal", "scale": 2})(19.9) == [
+        'must be a decimal number written as a string ("19.90"), with at most 16 digits '
+        "before the point and 2 after it"
+    ]

@@ -360,8 +360,8 @@ def _describe_decimal(spec: dict) -> str:
     precision, scale = _digits(spec)
     if "enum" in spec:
         return "one of " + ", ".join(f'"{item}"' for item in spec["enum"])
-    text = f"a decimal number in a string, with at most {precision - scale} digits before "
-    text += f"the point and {scale} after it" if scale else "the point and none after it"
+    text = 'a decimal number written as a string ("19.90"), with at most '
+    text += f"{precision - scale} digits before the point and {scale} after it"
     if "minimum" in spec:
         text += f", at least {spec['minimum']}"
     if "maximum" in spec:
@@ -443,6 +443,16 @@ def _integer_sample(name: str, spec: dict, index: int) -> int:
 def _number_sample(name: str, spec: dict, index: int) -> float:
     value = _number_in_range(spec, index)
     return value + 0.5 if value + 0.5 <= spec.get("maximum", math.inf) else value
+
+
+def _describe_email(spec: dict) -> str:
+    if "enum" in spec:
+        return "one of " + ", ".join(f'"{item}"' for item in spec["enum"])
+    longest = min(spec.get("max_length", EMAIL_MAX_LENGTH), EMAIL_MAX_LENGTH)
+    text = f"an email address such as name@example.org, at most {longest} characters"
+    if "pattern" in spec:
+        text += f", matching {spec['pattern']}"
+    return text
 
 
 def _email_sample(name: str, spec: dict, index: int) -> str:
@@ -572,6 +582,7 @@ TYPES: dict[str, FieldType] = {
             _sql("TEXT", "TEXT"),
             _email_sample,
             parse_filter=_same_text,
+            describe=_describe_email,
         ),
         FieldType(
             "json",
@@ -644,17 +655,32 @@ def store_schemas(fields: dict | None) -> dict:
     }
 
 
-def explain(spec: dict, error: jsonschema_rs.ValidationError) -> str:
-    """An error of a field's value, in words: a pattern the type made is said as what it
-    allows."""
+def explain(spec: dict, error: jsonschema_rs.ValidationError, limit: int = 200) -> str:
+    """An error of a field's value, in words, at most `limit` characters: a type that
+    describes its values says what it allows; otherwise the validator's message, with the
+    value in it shortened so that the reason survives."""
     describe = field_type(spec).describe
-    if describe and isinstance(error.kind, jsonschema_rs.ValidationErrorKind.Pattern):
+    if describe:
         return f"must be {describe(spec)}"
-    return error.message
+    return shorten_message(error, limit)
+
+
+def shorten_message(error: jsonschema_rs.ValidationError, limit: int = 200) -> str:
+    """The validator's message (which starts with the value), the value cut to fit."""
+    message = error.message
+    if len(message) <= limit:
+        return message
+    value = json.dumps(error.instance, ensure_ascii=False)
+    if message.startswith(value):
+        reason = message[len(value) :]
+        room = max(limit - len(reason) - 3, 20)
+        message = value[:room] + "..." + reason
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def value_problems(spec: dict) -> Callable[[Value], list[str]]:
     """What is wrong with a value of this field (an empty list: nothing), as the service
     judges it."""
     validator = value_validator(field_type(spec).json_schema(spec))
-    return lambda value: [explain(spec, error) for error in validator.iter_errors(value)]
+    # One value breaking two rules of a type that describes itself: said once.
+    return lambda value: list(dict.fromkeys(explain(spec, e) for e in validator.iter_errors(value)))

@@ -13,6 +13,7 @@ from flask import Request
 from jsonschema_rs import ValidationErrorKind as ErrorKind
 
 from .field_types import explain
+from .field_types import shorten_message
 from .field_types import store_schemas
 from .field_types import value_validator
 from .problems import Problem
@@ -56,8 +57,10 @@ class BodyValidator:
             else:
                 path = error.instance_path
                 spec = self._fields.get(path[0]) if len(path) == 1 else None
-                detail = explain(spec, error) if spec else error.message
-                found.append({"pointer": pointer, "detail": _short(detail)})
+                detail = explain(spec, error) if spec else shorten_message(error)
+                problem = {"pointer": pointer, "detail": detail}
+                if problem not in found:  # one value breaking two rules said in words once
+                    found.append(problem)
             if len(found) >= MAX_ERRORS:
                 break
         return found[:MAX_ERRORS]
