@@ -35,8 +35,13 @@ import jsonschema_rs
 # fullmatch() (a trailing newline passes match()); the pattern is also the blueprint schema's.
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 IDENTIFIER_RULE = "lower-case letters, digits and _, starting with a letter, at most 63 characters"
-# Columns every record has, served read-only.
-SYSTEM_COLUMNS = ("id", "created_at", "updated_at")
+# Columns every record has, served read-only, with their JSON Schemas.
+SYSTEM_COLUMN_SCHEMAS = {
+    "id": {"type": "integer", "minimum": 1, "readOnly": True},
+    "created_at": {"type": "string", "format": "date-time", "readOnly": True},
+    "updated_at": {"type": "string", "format": "date-time", "readOnly": True},
+}
+SYSTEM_COLUMNS = tuple(SYSTEM_COLUMN_SCHEMAS)
 # Columns kept beside a record's fields (a POST's Idempotency-Key), never served.
 INTERNAL_COLUMNS = ("idempotency_key", "idempotency_fingerprint")
 
@@ -193,10 +198,11 @@ def _postgres_json(spec: dict) -> Convert:
     return _unless_none(Json)
 
 
-def _finite_number(text: str) -> float:
+def finite_number(text: str) -> float:
+    """A number's text as a float; ValueError when it is too large for one (1e999)."""
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(text)
+        raise ValueError(f"number out of range: {text[:40]}")
     return value
 
 
@@ -205,10 +211,6 @@ def _boolean(text: str) -> bool:
         return {"true": True, "false": False}[text]
     except KeyError:
         raise ValueError(text) from None
-
-
-def _same_text(text: str) -> str:
-    return text
 
 
 # -- decimal: exact numbers (money) carried as strings, so no value passes through a float ------
@@ -356,10 +358,14 @@ def _equal_texts(value: Decimal, scale: int) -> str:
     return f"{sign}{whole}\\.{significant}" + (f"0{{0,{zeros}}}" if zeros else "")
 
 
+def _one_of(spec: dict) -> str:
+    return "one of " + ", ".join(f'"{item}"' for item in spec["enum"])
+
+
 def _describe_decimal(spec: dict) -> str:
     precision, scale = _digits(spec)
     if "enum" in spec:
-        return "one of " + ", ".join(f'"{item}"' for item in spec["enum"])
+        return _one_of(spec)
     text = 'a decimal number written as a string ("19.90"), with at most '
     text += f"{precision - scale} digits before the point and {scale} after it"
     if "minimum" in spec:
@@ -401,16 +407,8 @@ def _decimal_sample(name: str, spec: dict, index: int) -> Value:
     return decimal_text(value, scale)
 
 
-def _decimal_writer_sqlite(spec: dict) -> Convert:
-    scale = _digits(spec)[1]
-    return _unless_none(lambda value: decimal_text(value, scale))
-
-
-def _decimal_writer_postgres(spec: dict) -> Convert:
-    return _unless_none(Decimal)
-
-
-def _decimal_reader_postgres(spec: dict) -> Convert:
+def _decimal_canonical(spec: dict) -> Convert:
+    """To the canonical text: what SQLite stores, and what a PostgreSQL NUMERIC reads as."""
     scale = _digits(spec)[1]
     return _unless_none(lambda value: decimal_text(value, scale))
 
@@ -447,7 +445,7 @@ def _number_sample(name: str, spec: dict, index: int) -> float:
 
 def _describe_email(spec: dict) -> str:
     if "enum" in spec:
-        return "one of " + ", ".join(f'"{item}"' for item in spec["enum"])
+        return _one_of(spec)
     longest = min(spec.get("max_length", EMAIL_MAX_LENGTH), EMAIL_MAX_LENGTH)
     text = f"an email address such as name@example.org, at most {longest} characters"
     if "pattern" in spec:
@@ -481,7 +479,7 @@ TYPES: dict[str, FieldType] = {
             COMMON_OPTIONS | TEXT_OPTIONS | {"enum"},
             _sql("TEXT", "TEXT"),
             _text_sample,
-            parse_filter=_same_text,
+            parse_filter=unchanged,
         ),
         FieldType(
             "text",
@@ -504,7 +502,7 @@ TYPES: dict[str, FieldType] = {
             COMMON_OPTIONS | RANGE_OPTIONS | {"enum"},
             _sql("DOUBLE PRECISION", "REAL"),
             _number_sample,
-            parse_filter=_finite_number,
+            parse_filter=finite_number,
         ),
         FieldType(
             "decimal",
@@ -516,8 +514,11 @@ TYPES: dict[str, FieldType] = {
                 "sqlite": lambda spec: "TEXT",
             },
             _decimal_sample,
-            writers={"postgresql": _decimal_writer_postgres, "sqlite": _decimal_writer_sqlite},
-            readers={"postgresql": _decimal_reader_postgres},
+            writers={
+                "postgresql": lambda spec: _unless_none(Decimal),
+                "sqlite": _decimal_canonical,
+            },
+            readers={"postgresql": _decimal_canonical},
             parse_filter=_decimal_filter,
             absorbs=frozenset({"minimum", "maximum", "enum"}),
             describe=_describe_decimal,
@@ -581,7 +582,7 @@ TYPES: dict[str, FieldType] = {
             COMMON_OPTIONS | TEXT_OPTIONS | {"enum"},
             _sql("TEXT", "TEXT"),
             _email_sample,
-            parse_filter=_same_text,
+            parse_filter=unchanged,
             describe=_describe_email,
         ),
         FieldType(
@@ -626,11 +627,7 @@ def _nullable(schema: dict) -> dict:
 def store_schemas(fields: dict | None) -> dict:
     """Schemas of a store's record (a response), its input (create, PUT) and a patch; a store
     without fields keeps JSON documents."""
-    system = {
-        "id": {"type": "integer", "minimum": 1, "readOnly": True},
-        "created_at": {"type": "string", "format": "date-time", "readOnly": True},
-        "updated_at": {"type": "string", "format": "date-time", "readOnly": True},
-    }
+    system = dict(SYSTEM_COLUMN_SCHEMAS)
     if fields is None:
         no_system_keys = {"not": {"enum": list(SYSTEM_COLUMNS)}}
         document = {"type": "object", "propertyNames": no_system_keys, "maxProperties": 1000}
@@ -675,7 +672,12 @@ def shorten_message(error: jsonschema_rs.ValidationError, limit: int = 200) -> s
         reason = message[len(value) :]
         room = max(limit - len(reason) - 3, 20)
         message = value[:room] + "..." + reason
-    return message if len(message) <= limit else message[: limit - 3] + "..."
+    return shorten(message, limit)
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """text, cut to at most `limit` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def value_problems(spec: dict) -> Callable[[Value], list[str]]:

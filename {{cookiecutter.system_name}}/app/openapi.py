@@ -49,8 +49,9 @@ def _filter_schema(value_schema: dict) -> dict:
     return schema
 
 
-def _list_parameters(endpoint: EndpointSettings, fields: dict | None) -> list:
-    values = store_schemas(fields)["patch"].get("properties", {})
+def _list_parameters(endpoint: EndpointSettings, fields: dict | None, patch: dict) -> list:
+    """patch: the store's patch schema, whose properties are the fields' values."""
+    values = patch.get("properties", {})
     return [
         {
             "name": "limit",
@@ -105,7 +106,7 @@ def _operation(endpoint: EndpointSettings, operation: Operation, parameters: lis
     return document
 
 
-def _endpoint_paths(endpoint: EndpointSettings, fields: dict | None) -> dict:
+def _endpoint_paths(endpoint: EndpointSettings, fields: dict | None, patch: dict) -> dict:
     id_parameter = {
         "name": "id",
         "in": "path",
@@ -117,7 +118,7 @@ def _endpoint_paths(endpoint: EndpointSettings, fields: dict | None) -> dict:
     for operation in offered(endpoint.operations):
         parameters = []
         if operation.name == "list":
-            parameters = _list_parameters(endpoint, fields)
+            parameters = _list_parameters(endpoint, fields, patch)
         path = item if operation.on_item else collection
         path[operation.method.lower()] = _operation(endpoint, operation, parameters)
     paths = {}
@@ -199,7 +200,7 @@ def build_document(settings: Settings) -> dict:
             },
             "required": ["items", "next_after"],
         }
-        paths.update(_endpoint_paths(endpoint, fields))
+        paths.update(_endpoint_paths(endpoint, fields, own["patch"]))
     problem = {
         "type": "object",
         "properties": {

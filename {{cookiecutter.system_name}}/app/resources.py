@@ -106,7 +106,7 @@ def _add_routes(state: BlueprintSetupState, name: str) -> None:
     """Add a route for each operation the endpoint offers, over the registering app's store."""
     settings: EndpointSettings = state.app.config["SETTINGS"].endpoints[name]
     store: SyncStore = state.app.extensions["stores"][settings.store]
-    views = Views(settings, store, state.app.config["SETTINGS"].stores[settings.store].fields)
+    views = Views(settings, store)
     for operation in offered(settings.operations):
         view = getattr(views, operation.name)
         if settings.auth == "api_key":
@@ -120,15 +120,14 @@ def _add_routes(state: BlueprintSetupState, name: str) -> None:
 class Views:
     """The views of one endpoint over its store, one per operation (app/operations.py)."""
 
-    def __init__(self, settings: EndpointSettings, store: SyncStore, fields: dict | None) -> None:
+    def __init__(self, settings: EndpointSettings, store: SyncStore) -> None:
         self.settings = settings
         self.store = store
-        self.fields = fields
 
     # Validators are built on first use (then kept), not at start-up.
     @cache  # noqa: B019 - one Views per endpoint and application, kept as long as the app
     def body_validator(self, kind: str) -> BodyValidator:
-        return BodyValidator.of_store(self.fields, kind)
+        return BodyValidator.of_store(self.store.fields, kind)
 
     @answers(400, 414)  # 414: a query longer than Gunicorn's request line (limit_request_line)
     def list(self) -> Response:
@@ -172,10 +171,7 @@ class Views:
     @answers(404)
     def get(self, record_id: int) -> Response:
         _existing_id(record_id)
-        record = self.store.get(record_id)
-        if record is None:
-            raise _not_found(record_id)
-        return _json(record)
+        return self._found(record_id, self.store.get(record_id))
 
     @answers(*BODY_PROBLEMS, 404, 409)
     def replace(self, record_id: int) -> Response:

@@ -258,7 +258,9 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         1,
         3_600_000,
     )
-    request_timeout_ms = _integer(environ, "REQUEST_TIMEOUT_MS", 10_000, 1, 3_600_000)
+    request_timeout_ms = _integer(
+        environ, "REQUEST_TIMEOUT_MS", defaults.REQUEST_TIMEOUT_MS, 1, 3_600_000
+    )
     # The database gives up first, with a clear error; the request deadline is the backstop
     # for a database that does not answer at all.
     if statement_timeout_ms > request_timeout_ms:
@@ -277,7 +279,9 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         pool_max_size=max(pool_max, worker_threads),
         statement_timeout_ms=statement_timeout_ms,
         request_timeout_ms=request_timeout_ms,
-        ready_timeout_ms=_integer(environ, "READY_TIMEOUT_MS", 500, 1, 60_000),
+        ready_timeout_ms=_integer(
+            environ, "READY_TIMEOUT_MS", defaults.READY_TIMEOUT_MS, 1, 60_000
+        ),
         max_content_length=_integer(
             environ,
             "MAX_CONTENT_LENGTH",

@@ -7,12 +7,13 @@ specs as the ones published in /openapi.json.
 from __future__ import annotations
 
 import json
-import math
 
 from flask import Request
 from jsonschema_rs import ValidationErrorKind as ErrorKind
 
 from .field_types import explain
+from .field_types import finite_number
+from .field_types import shorten
 from .field_types import shorten_message
 from .field_types import store_schemas
 from .field_types import value_validator
@@ -83,17 +84,6 @@ def _escape(part: object) -> str:
     return str(part).replace("~", "~0").replace("/", "~1")
 
 
-def _short(message: str, limit: int = 200) -> str:
-    return message if len(message) <= limit else message[: limit - 3] + "..."
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number out of range: {text[:40]}")
-    return value
-
-
 def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -113,12 +103,12 @@ def json_body(request: Request) -> object:
     except UnicodeDecodeError as exc:
         raise Problem(400, "Bad Request", f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        document = json.loads(text, parse_float=_finite, parse_constant=_no_constants)
+        document = json.loads(text, parse_float=finite_number, parse_constant=_no_constants)
     except RecursionError:
         raise Problem(400, "Bad Request", "the JSON body is nested too deeply") from None
     except ValueError as exc:
         raise Problem(
-            400, "Bad Request", f"the body is not valid JSON: {_short(str(exc))}"
+            400, "Bad Request", f"the body is not valid JSON: {shorten(str(exc))}"
         ) from None
     # Strict UTF-8 decoding refuses encoded surrogates and JSON refuses raw control characters,
     # so NUL and lone surrogates can only come from \u escapes: most bodies need no walk.

@@ -322,10 +322,10 @@ class ProblemJsonWriter:
         status, title = int(status_line.group(1)), status_line.group(2).decode("latin-1")
         message = self._MESSAGE.search(data)
         detail = html.unescape(message.group(1).decode("latin-1")).strip() if message else ""
-        self._sock.sendall(problem_response(status, title, detail))
+        self._sock.sendall(http_problem(status, title, detail))
 
 
-def problem_response(status: int, title: str, detail: str) -> bytes:
+def http_problem(status: int, title: str, detail: str) -> bytes:
     """A whole HTTP response that closes the connection, with a problem+json body."""
     body = {"type": "about:blank", "title": title, "status": status}
     if detail:
@@ -363,4 +363,4 @@ def _chunks_complete(body: bytes, limit: int) -> bool:
 
 def _request_timeout_response(seconds: float) -> bytes:
     detail = f"the request was not received in full within {seconds:g} s"
-    return problem_response(408, "Request Timeout", detail)
+    return http_problem(408, "Request Timeout", detail)

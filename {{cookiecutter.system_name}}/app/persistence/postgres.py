@@ -125,9 +125,15 @@ class ConnectionPool:
     """
 
     def __init__(
-        self, connect: Callable[[], object], min_size: int, max_size: int, default_wait_s: float
+        self,
+        connect: Callable[[], object],
+        min_size: int,
+        max_size: int,
+        default_wait_s: float,
+        watchdog: Watchdog,
     ) -> None:
         self._connect = connect
+        self.watchdog = watchdog  # the process's: it keeps the deadline of borrowed connections
         self._min_size = min_size
         self._max_size = max_size
         self._default_wait_s = default_wait_s
@@ -227,10 +233,14 @@ class PostgresDatabase(Database):
             "tcp_user_timeout": request_timeout_ms,
         }
         self._pool = PerProcess(
-            lambda: ConnectionPool(self._connect, min_size, max_size, self._wait_s)
+            lambda: ConnectionPool(
+                self._connect, min_size, max_size, self._wait_s, self._watchdog.get()
+            )
         )
         self._probe_pool = PerProcess(
-            lambda: ConnectionPool(self._connect, 1, PROBE_CONNECTIONS, self._wait_s)
+            lambda: ConnectionPool(
+                self._connect, 1, PROBE_CONNECTIONS, self._wait_s, self._watchdog.get()
+            )
         )
         self._connectors = PerProcess(
             lambda: ThreadPoolExecutor(max_size + PROBE_CONNECTIONS, "database-connect")
@@ -314,7 +324,7 @@ class PostgresDatabase(Database):
     def _run_on(self, pool: ConnectionPool, work, *, writes: bool, transaction: bool):
         """The one place that borrows a connection, runs work under the watchdog, translates
         driver errors into the service's errors, and returns or discards the connection."""
-        watchdog = self._watchdog.get()
+        watchdog = pool.watchdog
         for attempt in (1, 2):
             connection = pool.take()
             expires = deadline.expires() or time.monotonic() + self._wait_s
@@ -384,7 +394,7 @@ class PostgresDatabase(Database):
         if connection.get_transaction_status() == 0:  # idle: nothing to roll back
             pool.give_back(connection)
             return
-        watchdog = self._watchdog.get()
+        watchdog = pool.watchdog
         try:
             watch = watchdog.watch(connection, deadline.expires() or time.monotonic() + 1)
         except Exception:  # closed

@@ -9,6 +9,8 @@ is why they carry `nosec B608` (bandit cannot see that).
 from __future__ import annotations
 
 import zlib
+from abc import ABC
+from abc import abstractmethod
 from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
@@ -72,7 +74,7 @@ class Dialect:
         return TYPES[spec["type"]].reader(self.name, spec)
 
 
-class Table:
+class Table(ABC):
     """Statements and row conversion for one store's table. Two kinds: ColumnTable (a column
     per field) and DocumentTable (one JSON document per record)."""
 
@@ -84,9 +86,11 @@ class Table:
         columns = list(specs)
         self.columns = columns
         self.writers = {column: dialect.writer(spec) for column, spec in specs.items()}
-        readers = [(column, dialect.reader(spec)) for column, spec in specs.items()]
+        self.readers = {column: dialect.reader(spec) for column, spec in specs.items()}
         # Only the columns whose values need converting are visited per row.
-        self._conversions = [(column, read) for column, read in readers if read is not unchanged]
+        self._conversions = [
+            (column, read) for column, read in self.readers.items() if read is not unchanged
+        ]
         everything = ", ".join(quote(c) for c in (*SYSTEM_COLUMNS, *columns))
         p = dialect.placeholder
         self.select_list = everything
@@ -165,6 +169,11 @@ class Table:
     def params(self, record: dict, columns: list[str]) -> list:
         return [self.writers[c](record.get(c)) for c in columns]
 
+    def fetch_record(self, cursor: Any) -> dict | None:
+        """The record of the row the last statement returned, or None when there was none."""
+        row = cursor.fetchone()
+        return None if row is None else self.to_record(row)
+
     def _timestamps(self, record: dict, created_at: Any, updated_at: Any) -> dict:
         record["created_at"] = self.dialect.read_timestamp(created_at)
         record["updated_at"] = self.dialect.read_timestamp(updated_at)
@@ -174,24 +183,24 @@ class Table:
 
     filterable: dict[str, str] = {}  # {field: type} that list() filters on by equality
 
+    @abstractmethod
     def row_values(self, record: dict) -> list:
         """A record's values for the table's columns, in order (an INSERT)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def to_record(self, row: tuple) -> dict:
         """A database row as the JSON record the API returns."""
-        raise NotImplementedError
 
+    @abstractmethod
     def replacement(self, record: dict, defaults: dict) -> dict:
         """What a PUT of `record` stores: exactly what is given, defaults for what is left out."""
-        raise NotImplementedError
 
+    @abstractmethod
     def update(
         self, cursor: Any, record_id: int, values: dict, now: Any, merge: bool
     ) -> dict | None:
         """Write `values` into record `record_id` (merged into it, or replacing it); the record
         as it now is, or None when there is none."""
-        raise NotImplementedError
 
     def update_reads_first(self, merge: bool) -> bool:
         """Whether update() reads before it writes, and so needs a transaction."""
@@ -225,8 +234,7 @@ class ColumnTable(Table):
         columns = [name for name in self.columns if name in values]
         params = [*self.params(values, columns), now, record_id]
         cursor.execute(self.update_sql(columns), params)
-        row = cursor.fetchone()
-        return None if row is None else self.to_record(row)
+        return self.fetch_record(cursor)
 
 
 class DocumentTable(Table):
@@ -234,7 +242,7 @@ class DocumentTable(Table):
 
     def __init__(self, table: str, dialect: Dialect) -> None:
         super().__init__(table, {DOCUMENT_COLUMN: {"type": "json"}}, dialect)
-        self._read_document = dialect.reader({"type": "json"})
+        self._read_document = self.readers[DOCUMENT_COLUMN]
         self._update_sql = self.update_sql([DOCUMENT_COLUMN])
 
     def row_values(self, record: dict) -> list:
@@ -254,16 +262,14 @@ class DocumentTable(Table):
         document = values
         if merge:
             cursor.execute(self.lock_sql, (record_id,))
-            row = cursor.fetchone()
-            if row is None:
+            current = self.fetch_record(cursor)
+            if current is None:
                 return None
-            current = self.to_record(row)
             for column in SYSTEM_COLUMNS:
                 current.pop(column)
             document = {**current, **values}
         cursor.execute(self._update_sql, [*self.row_values(document), now, record_id])
-        row = cursor.fetchone()
-        return None if row is None else self.to_record(row)
+        return self.fetch_record(cursor)
 
     def update_reads_first(self, merge: bool) -> bool:
         return merge  # a merge reads the document, then writes it back: one transaction

@@ -11,15 +11,12 @@ import json
 from types import ModuleType
 from typing import Any
 
+from ..field_types import unchanged
 from ..settings import StoreSettings
 from .database import Database
 from .errors import IdempotencyKeyReused
 from .sql import make_table
 from .sql import utc_now
-
-
-def _unchanged(record: dict) -> dict:
-    return record
 
 
 class SyncStore:
@@ -34,10 +31,11 @@ class SyncStore:
         hooks: ModuleType | None = None,
     ) -> None:
         self.name = name
-        self._before_write = getattr(hooks, "before_write", _unchanged)
+        self._before_write = getattr(hooks, "before_write", unchanged)
         self._table = make_table(settings.table, settings.fields, database.dialect)
         database.register(self._table)
         self._database = database
+        self.fields = settings.fields  # None: a store of JSON documents
         fields = settings.fields or {}
         self.defaults: dict[str, Any] = {
             name: spec["default"] for name, spec in fields.items() if "default" in spec
@@ -54,8 +52,7 @@ class SyncStore:
 
         def work(cursor) -> dict | None:
             cursor.execute(table.get_sql, (record_id,))
-            row = cursor.fetchone()
-            return None if row is None else table.to_record(row)
+            return table.fetch_record(cursor)
 
         return database.run(work)
 
