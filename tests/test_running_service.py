@@ -287,6 +287,37 @@ def test_store_is_fork_safe_on_postgresql(order_service, postgres_database):
     assert result.stdout.strip() == "['child', 'parent']"
 
 
+# A worker's main thread is done (Gunicorn returns from its loop) while a request thread still
+# serves a request that needs a new connection: it must get one, not an executor's refusal.
+LAST_REQUEST_SCRIPT = """
+import threading, time
+from app import create_app
+client = create_app().test_client()
+
+def last_request():
+    time.sleep(0.3)  # after the main thread has returned
+    response = client.get("/ready")  # the first request: it connects
+    print(response.status_code, flush=True)
+
+threading.Thread(target=last_request).start()
+"""
+
+
+def test_a_request_in_flight_while_the_process_exits_still_connects(
+    order_service, postgres_database
+):
+    result = subprocess.run(
+        [sys.executable, "-c", LAST_REQUEST_SCRIPT],
+        cwd=order_service,
+        env={**os.environ, "DATABASE_URL": postgres_database},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "200", result.stdout + result.stderr
+
+
 STARTUP_SCRIPT = """
 from app import create_app
 client = create_app().test_client()

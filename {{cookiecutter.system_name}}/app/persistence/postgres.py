@@ -5,7 +5,7 @@ or the network does:
 - a statement runs in libpq's blocking mode (the GIL is released once per statement) while
   the process's Watchdog keeps its deadline: past it, the connection's socket is shut down,
   which ends libpq's wait at once with an error, and the connection is discarded;
-- a new connection is made on a helper thread, waited for until the deadline (libpq's
+- a new connection is made on a thread of its own, waited for until the deadline (libpq's
   connect_timeout ends the attempt itself);
 - waiting for a free connection ends at the deadline.
 The server's statement timeout still cancels slow statements first; TCP keepalives and
@@ -23,7 +23,6 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as WaitTimedOut
 from typing import TypeVar
 
@@ -242,9 +241,6 @@ class PostgresDatabase(Database):
                 self._connect, 1, PROBE_CONNECTIONS, self._wait_s, self._watchdog.get()
             )
         )
-        self._connectors = PerProcess(
-            lambda: ThreadPoolExecutor(max_size + PROBE_CONNECTIONS, "database-connect")
-        )
         self._watchdog = PerProcess(Watchdog)
         self._tables_created = PerProcess(self._create_tables)
         errors = psycopg2.errors
@@ -265,8 +261,21 @@ class PostgresDatabase(Database):
         self._connection_errors = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
     def _connect(self):
-        """A new connection, made on a helper thread and waited for until the deadline."""
-        attempt = self._connectors.get().submit(self._open_connection)
+        """A new connection, made on a thread of its own and waited for until the deadline.
+
+        A plain thread per attempt, not an executor: while a worker exits, requests still in
+        flight may need a connection, and an executor refuses work once Python has begun
+        shutting down (connecting is rare: the pool keeps its connections).
+        """
+        attempt: Future = Future()
+
+        def connect() -> None:
+            try:
+                attempt.set_result(self._open_connection())
+            except BaseException as exc:  # handed to the waiting request
+                attempt.set_exception(exc)
+
+        threading.Thread(target=connect, name="database-connect", daemon=True).start()
         try:
             return attempt.result(timeout=deadline.remaining(default=self._wait_s))
         except WaitTimedOut:
