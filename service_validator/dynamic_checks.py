@@ -228,28 +228,30 @@ def metric_total(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def _request_total(server: GunicornServer) -> float:
-    return metric_total(
-        http("GET", f"{server.url}/metrics").body.decode(), "flask_http_request_total"
-    )
+def settled_metric_total(
+    url: str, name: str = "flask_http_request_total", limit_s: float = 10
+) -> float:
+    """A metric's total once it stops changing: each worker adds its requests to /metrics
+    within a fraction of a second (app.metrics.FLUSH_INTERVAL_S), and requests queued by
+    earlier load may still be being served."""
 
+    def total() -> float:
+        return metric_total(http("GET", f"{url}/metrics").body.decode(), name)
 
-def _settled_request_total(server: GunicornServer, limit_s: float = 10) -> float:
-    """The request counter once requests queued by earlier load have all been served."""
-    previous = _request_total(server)
+    previous = total()
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        current = _request_total(server)
+        current = total()
         if current == previous:
             return current
         previous = current
-    raise CheckFailed(f"the request counter kept changing for {limit_s}s with no load sent")
+    raise CheckFailed(f"{name} kept changing for {limit_s}s with no load sent")
 
 
 def metrics_count(server: GunicornServer, rounds: int = 25, per_round: int = 40) -> Passed:
     """Requests counted by /metrics, summed over the workers, equal the requests sent."""
-    before = _settled_request_total(server)
+    before = settled_metric_total(server.url)
     sent = 0
     writers: set[str] = set()
     with ThreadPoolExecutor(16) as pool:
@@ -263,7 +265,7 @@ def metrics_count(server: GunicornServer, rounds: int = 25, per_round: int = 40)
             writers = {line["pid"] for line in server.access_lines() if line["path"] == "/health"}
             if len(writers) >= 2:
                 break
-    after = _request_total(server)
+    after = settled_metric_total(server.url)
     counted = after - before
     measurements = {"sent": sent, "counted": counted, "workers_counting": len(writers)}
     if counted != sent:

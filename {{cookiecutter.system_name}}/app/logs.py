@@ -68,9 +68,11 @@ class JsonGunicornLogger(GunicornLogger):
         status = resp.status
         if isinstance(status, str):
             status = status.split(None, 1)[0]
-        request_id = next(
-            (value for name, value in resp.headers if name.lower() == "x-request-id"), None
-        )
+        request_id = None
+        for name, value in resp.headers:
+            if name.lower() == "x-request-id":
+                request_id = value
+                break
         line = {
             "time": datetime.now(UTC).isoformat(),
             "level": "INFO",
@@ -83,4 +85,21 @@ class JsonGunicornLogger(GunicornLogger):
             "duration_ms": round(request_time.total_seconds() * 1000, 3),
             "remote_addr": environ.get("REMOTE_ADDR"),
         }
-        self.access_log.info(json.dumps(line))
+        _write_line(self.access_log, json.dumps(line))
+
+
+def _write_line(logger: logging.Logger, line: str) -> None:
+    """What logger.info(line) ends in, without building a LogRecord (half the cost of an
+    access line): the line goes to each stream handler under the handler's lock, so a log
+    file reopened on SIGUSR1 and lines written by other threads stay whole."""
+    handlers = logger.handlers
+    if not all(isinstance(handler, logging.StreamHandler) for handler in handlers):
+        logger.info(line)  # syslog, or a handler a user added: the logging module's way
+        return
+    for handler in handlers:
+        handler.acquire()
+        try:
+            handler.stream.write(line + "\n")
+            handler.flush()
+        finally:
+            handler.release()

@@ -3,8 +3,7 @@
 prometheus-flask-exporter serves /metrics (adding up every worker's samples in multiprocess
 mode) and the app_info gauge. The request metrics carry its names and labels, but are recorded
 by a WSGI middleware: the exporter's Flask hooks cost about 50 us on every request, most of it
-spent in Flask's request proxies and in looking up label children, which a cache of children
-avoids.
+spent in Flask's request proxies and in looking up label children.
 
 Under Gunicorn, gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before any worker starts, so
 every worker writes its samples there and /metrics adds them up across workers.
@@ -12,6 +11,11 @@ every worker writes its samples there and /metrics adds them up across workers.
 
 from __future__ import annotations
 
+import atexit
+import os
+import threading
+import time
+from bisect import bisect_left
 from time import perf_counter
 
 from flask import Flask
@@ -28,6 +32,9 @@ EXCEPTION_KEY = "service.exception"  # set when an unexpected error produced the
 UNMATCHED = "None"  # the url_rule label of requests no route matched, as the exporter has it
 # Other request methods share one label value, so clients cannot add label values at will.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# How often each process moves its requests into the metrics: a request shows in /metrics
+# within this (at once when this process answers the scrape).
+FLUSH_INTERVAL_S = 0.25
 
 
 class RequestMetrics:
@@ -37,6 +44,11 @@ class RequestMetrics:
     flask_http_request_total (method, status) and flask_http_request_exceptions_total
     (method, status; requests answered by the unexpected-error handler or raising out of
     the app). Requests for /metrics itself are not counted.
+
+    A request is added to a tally in memory (under a microsecond); a thread of each process
+    moves the tallies into the Prometheus metrics every FLUSH_INTERVAL_S, as does a scrape
+    of this process and its exit. Writing every request into the multiprocess files
+    directly costs 5 us (three locked writes to memory-mapped files).
     """
 
     def __init__(self, wsgi_app, registry: CollectorRegistry) -> None:
@@ -59,9 +71,14 @@ class RequestMetrics:
             ("method", "status"),
             registry=registry,
         )
-        self._children: dict[tuple[str, str, str], tuple] = {}
+        self._bounds = Histogram.DEFAULT_BUCKETS
+        self._lock = threading.Lock()
+        self._tallies: dict[tuple[str, str, str], Tally] = {}
+        self._flusher_pid = 0
 
     def __call__(self, environ: dict, start_response):
+        if environ.get("PATH_INFO") == METRICS_PATH:
+            self.flush()  # this process's requests so far; other workers' within a flush
         started = perf_counter()
         status_line = ["500"]
 
@@ -82,22 +99,66 @@ class RequestMetrics:
         rule = environ.get(URL_RULE_KEY, UNMATCHED)
         if rule == METRICS_PATH:
             return
+        if self._flusher_pid != os.getpid():
+            self._start_flusher()
         method = environ.get("REQUEST_METHOD", "")
         if method not in METHODS:
             method = "other"
         key = (method, rule, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self._duration.labels(method, rule, status),
-                self._total.labels(method, status),
-                self._exceptions.labels(method, status),
-            )
-        duration, total, exceptions = children
-        duration.observe(seconds)
-        total.inc()
-        if environ.get(EXCEPTION_KEY):
-            exceptions.inc()
+        bucket = bisect_left(self._bounds, seconds)  # the first bound >= seconds, as observe()
+        with self._lock:
+            tally = self._tallies.get(key)
+            if tally is None:
+                tally = self._tallies[key] = Tally(len(self._bounds))
+            tally.requests += 1
+            tally.seconds += seconds
+            tally.buckets[bucket] += 1
+            if environ.get(EXCEPTION_KEY):
+                tally.exceptions += 1
+
+    def flush(self) -> None:
+        """Move the tallies into the metrics (the multiprocess files under Gunicorn)."""
+        with self._lock:
+            tallies, self._tallies = self._tallies, {}
+        for (method, rule, status), tally in tallies.items():
+            duration = self._duration.labels(method, rule, status)
+            # What observe() does per request, once per tally: its sum and its buckets.
+            duration._sum.inc(tally.seconds)
+            for bucket, requests in enumerate(tally.buckets):
+                if requests:
+                    duration._buckets[bucket].inc(requests)
+            self._total.labels(method, status).inc(tally.requests)
+            exceptions = self._exceptions.labels(method, status)
+            if tally.exceptions:
+                exceptions.inc(tally.exceptions)
+
+    def _start_flusher(self) -> None:
+        """A flushing thread in this process (a forked worker does not inherit its
+        parent's), and a last flush when the process exits."""
+        with self._lock:
+            if self._flusher_pid == os.getpid():
+                return
+            self._flusher_pid = os.getpid()
+            self._tallies = {}  # a forked child counts only its own requests
+        threading.Thread(target=self._flush_every_interval, name="metrics", daemon=True).start()
+        atexit.register(self.flush)
+
+    def _flush_every_interval(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL_S)
+            self.flush()
+
+
+class Tally:
+    """The requests of one (method, URL rule, status) since the last flush."""
+
+    __slots__ = ("requests", "seconds", "buckets", "exceptions")
+
+    def __init__(self, buckets: int) -> None:
+        self.requests = 0
+        self.seconds = 0.0
+        self.buckets = [0] * buckets
+        self.exceptions = 0
 
 
 class MetricsRequest(Request):

@@ -7,9 +7,11 @@ import re
 
 import pytest
 from openapi_spec_validator import validate
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
+from app import metrics
 from helpers import SETTINGS
 from helpers import STORES
 
@@ -96,6 +98,32 @@ def test_metrics_count_requests_by_route_and_status(client):
     after = counts()
     assert [a - b for a, b in zip(after, before, strict=True)] == [3, 1, 1]
     assert _metric(client, duration, url_rule="/metrics") == 0  # scrapes are not counted
+
+
+def test_request_durations_reach_the_histogram_exactly(monkeypatch):
+    """Requests are tallied in memory and flushed: each duration lands in the bucket
+    observe() would choose, and the sum and count are exact."""
+    registry = CollectorRegistry()
+    middleware = metrics.RequestMetrics(lambda environ, start: [b""], registry)
+    clock = iter([0.0, 0.003, 0.0, 0.25, 0.0, 7.0])
+    monkeypatch.setattr(metrics, "perf_counter", lambda: next(clock))
+    for _ in range(3):
+        middleware({"REQUEST_METHOD": "GET", metrics.URL_RULE_KEY: "/x"}, lambda *a: None)
+    middleware.flush()
+    samples = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.labels.get("url_rule") == "/x" or sample.name == "flask_http_request_total"
+    }
+    bucket = "flask_http_request_duration_seconds_bucket"
+    assert samples[bucket, "0.005"] == 1
+    assert samples[bucket, "0.1"] == 1
+    assert samples[bucket, "0.25"] == 2  # a bound includes its own value, as in observe()
+    assert samples[bucket, "7.5"] == 3
+    assert samples["flask_http_request_duration_seconds_count", None] == 3
+    assert samples["flask_http_request_duration_seconds_sum", None] == pytest.approx(7.253)
+    assert samples["flask_http_request_total", None] == 3
 
 
 def test_metrics_count_unexpected_errors(environ):
