@@ -36,7 +36,8 @@ BALANCED_SHARE = 0.75  # gthread runs: each worker holds >= 3/4 of an even share
 
 # Gunicorn settings allowed to differ between a generated service and its baseline: where it
 # listens and runs from, which app, and the generated service's own features (JSON logger;
-# Prometheus multiprocess clean-up when a worker exits, never per request; its worker class,
+# Prometheus multiprocess clean-up when a worker exits, never per request; schema migrations
+# started once per worker; its worker class,
 # Gunicorn's gthread reading each request in full before a thread takes it).
 SETTINGS_ALLOWED_TO_DIFFER = {
     "worker_class",
@@ -47,6 +48,8 @@ SETTINGS_ALLOWED_TO_DIFFER = {
     "default_proc_name",
     "logger_class",
     "child_exit",
+    # The generated service starts applying pending schema migrations when a worker is up.
+    "post_worker_init",
 }
 
 
@@ -413,7 +416,14 @@ def seed_orders(
     of. paths: the POST path, and what comes before and after an id in a GET path.
     """
     collection, (before, after) = paths
-    status, body = request(port, "POST", collection, {"customer": "seed", "email": "seed-1@x"})
+    first_order = {"customer": "seed", "email": "seed-1@x"}
+    status, body = request(port, "POST", collection, first_order)
+    # The generated service applies its schema migrations on a thread at start-up (on the
+    # empty database of each run) and answers 503 until they are applied, as /ready says.
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while status == 503 and b"being applied" in body and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL_S)
+        status, body = request(port, "POST", collection, first_order)
     if status != 201:
         raise RuntimeError(f"seeding POST answered {status}: {body[:300]!r}")
     first = json.loads(body)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import keyword
+import logging
 import os
 import sys
 from pathlib import Path
@@ -52,6 +53,20 @@ def _checked(path: str, inline: object) -> CheckedBlueprint:
         raise SystemExit(1) from None
 
 
+class _HookFailureWithoutTraceback(logging.Filter):
+    """Our hooks print their own errors (file, reason, what to do) and exit 1; cookiecutter
+    then logs its own traceback of that exit, which tells the user nothing more."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Stopping generation because"):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_HOOK_LOG_FILTER = _HookFailureWithoutTraceback()
+
+
 class BlueprintExtension(Extension):
     """Registers the blueprint filters with cookiecutter's Jinja environment.
 
@@ -64,7 +79,11 @@ class BlueprintExtension(Extension):
         self._checked: dict[tuple[str, str], CheckedBlueprint] = {}
         environment.filters["blueprint_system_name"] = self.system_name
         environment.filters["blueprint_model"] = self.model
+        environment.filters["blueprint_file"] = self.blueprint_file
         environment.globals["template_dir"] = str(TEMPLATE_DIR)
+        hooks_log = logging.getLogger("cookiecutter.hooks")
+        if _HOOK_LOG_FILTER not in hooks_log.filters:
+            hooks_log.addFilter(_HOOK_LOG_FILTER)
 
     def blueprint(self, path: str, inline: object) -> CheckedBlueprint:
         key = (path, json.dumps(inline, sort_keys=True, default=str))
@@ -78,6 +97,13 @@ class BlueprintExtension(Extension):
         for warning in blueprint.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         return blueprint.name
+
+    def blueprint_file(self, path: str, inline: object = None) -> str:
+        """The blueprint file's absolute path (for messages that point into it), or ""
+        when the blueprint came as a mapping."""
+        if isinstance(inline, dict) and inline:
+            return ""
+        return str(resolve_blueprint_path(path))
 
     def model(self, path: str, inline: object, system_name: str) -> str:
         """The checked, normalised model as JSON, named system_name, for the hook.

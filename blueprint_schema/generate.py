@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 
@@ -144,7 +145,8 @@ def project_files(blueprint: CheckedBlueprint) -> dict[str, str]:
 
     files = {
         "blueprint.yaml": "# yaml-language-server: $schema=blueprint.schema.json\n"
-        + GENERATED_NOTE.replace("blueprint.yaml by", "the source blueprint by")
+        + "# The blueprint this project was generated from. Edit it and regenerate from it\n"
+        + "# (README.md, Layout and regeneration): it is then kept as you wrote it.\n"
         + _dump_yaml(to_blueprint(model)),
         "config/system_config.yaml": GENERATED_NOTE
         + "# Every value can be overridden from the environment: see README.md.\n"
@@ -181,15 +183,22 @@ def custom_files(blueprint: CheckedBlueprint) -> dict[str, str]:
     return files
 
 
-def write_project(blueprint: CheckedBlueprint, project_dir: str | Path) -> list[str]:
-    """Write the blueprint-determined files into project_dir; return the paths written."""
+def owned_files(blueprint: CheckedBlueprint) -> dict[str, str]:
+    """The blueprint-determined files regeneration owns: rewritten each time, deleted when
+    the blueprint no longer has them (the template's fixed files are owned too)."""
+    return {**project_files(blueprint), "blueprint.schema.json": _dump_json(schema_check.schema())}
+
+
+def write_project(
+    blueprint: CheckedBlueprint, project_dir: str | Path, keep: Collection[str] = ()
+) -> list[str]:
+    """Write the blueprint-determined files into project_dir, except those to keep as they
+    are; return the paths written."""
     root = Path(project_dir).resolve()
     written = []
-    planned = {
-        **project_files(blueprint),
-        "blueprint.schema.json": _dump_json(schema_check.schema()),
-    }
-    for relative, text in planned.items():
+    for relative, text in owned_files(blueprint).items():
+        if relative in keep:
+            continue
         _write(root, relative, text)
         written.append(relative)
     for relative, text in custom_files(blueprint).items():

@@ -1,16 +1,130 @@
-"""What cookiecutter's post-generation hook runs inside the freshly rendered project."""
+"""What cookiecutter's hooks run inside the project directory: before and after it writes."""
 
 from __future__ import annotations
 
-from .generate import write_project
-from .model import CheckedBlueprint
+import json
+import sys
+from pathlib import Path
+
+from . import migrations, regeneration
+from .diagnostics import BlueprintError
+from .generate import owned_files, write_project
+from .model import CheckedBlueprint, load_file
+from .yaml_source import read_file
+
+BLUEPRINT_COPY = "blueprint.yaml"
 
 
-def generate_into(project_dir: str, model: dict) -> int:
-    """Write the files a checked model determines into project_dir; 0 when done.
+def check_before_writing(project_dir: str, context: dict, template_dir: str) -> int:
+    """Pre-generation: print the plan of a regeneration; 1 (nothing written) when a file
+    it would overwrite or delete was edited by hand or is not the generator's.
 
-    model is what the cookiecutter extension checked and normalised before cookiecutter wrote
-    anything (blueprint_model), named with the system_name answer.
+    context is cookiecutter's, rendered: the checked model is its __blueprint_model.
     """
-    write_project(CheckedBlueprint(model), project_dir)
+    project = Path(project_dir).resolve()
+    record = regeneration.Record.load(project)
+    if record is None and not any(project.iterdir()):
+        return 0  # a new project: nothing to compare
+    model = json.loads(context["__blueprint_model"])
+    try:
+        revision = migrations.next_revision(
+            record.model if record else None, model, migrations.existing_revisions(project)
+        )
+    except migrations.UnsupportedChange as refusal:
+        where = _location(context.get("__blueprint_file", ""), model, refusal.path)
+        print(f"error: {where}: {refusal}", file=sys.stderr)
+        print("error: regeneration stopped before writing anything", file=sys.stderr)
+        return 1
+    planned = {
+        **regeneration.render_skeleton(Path(template_dir), context),
+        **{path: text.encode() for path, text in owned_files(CheckedBlueprint(model)).items()},
+    }
+    if _describes(project / BLUEPRINT_COPY, model):
+        planned[BLUEPRINT_COPY] = (project / BLUEPRINT_COPY).read_bytes()
+    files = regeneration.file_plan(project, record, planned)
+    changes = regeneration.blueprint_changes(record.model if record else {}, model)
+    print(f"Regenerating {project.name}:")
+    if record is None:
+        print(f"  (no {regeneration.RECORD}: generated before the template kept a record)")
+    for change in changes + files.changes or ["  nothing changes"]:
+        print(change)
+    if revision is not None:
+        for path in revision.files():
+            print(regeneration.Change("add", f"file {path}"))
+        print(f"  Migration {revision.number} (python -m app.migrate applies it):")
+        for line in revision.summary():
+            print(f"    {line}")
+    if files.conflicts:
+        for conflict in files.conflicts:
+            print(f"error: {conflict}", file=sys.stderr)
+        print(
+            "error: regeneration stopped before writing anything: move your changes to "
+            "app/custom/ (or undo them), then run it again",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def generate_into(project_dir: str, context: dict, template_dir: str) -> int:
+    """Post-generation: write the files a checked model determines into project_dir, delete
+    the generator's files the model no longer has, and record the generation; 0 when done.
+
+    The model is what the cookiecutter extension checked and normalised before cookiecutter
+    wrote anything (context["__blueprint_model"]), named with the system_name answer.
+    """
+    project = Path(project_dir).resolve()
+    model = json.loads(context["__blueprint_model"])
+    blueprint = CheckedBlueprint(model)
+    template = Path(template_dir)
+    record = regeneration.Record.load(project)
+    owned = regeneration.skeleton_paths(template) | owned_files(blueprint).keys()
+    # Checked unedited before anything was written (check_before_writing).
+    stale = sorted((record.files.keys() if record else set()) - owned)
+    keep = {BLUEPRINT_COPY} if _describes(project / BLUEPRINT_COPY, model) else set()
+    revision = migrations.next_revision(  # checked possible before anything was written
+        record.model if record else None, model, migrations.existing_revisions(project)
+    )
+    write_project(blueprint, project, keep=keep)
+    if revision is not None:
+        for relative, text in revision.files().items():
+            regeneration.write_atomically(project / relative, text)
+    regeneration.delete_files(project, stale)
+    commit = regeneration.template_commit(template)
+    cruft = regeneration.cruft_state(context, commit)
+    if cruft is not None:
+        regeneration.write_atomically(project / ".cruft.json", cruft)
+    files = regeneration.hash_files(project, owned)
+    record_text = regeneration.Record(model, commit, files).dumps()
+    regeneration.write_atomically(project / regeneration.RECORD, record_text)
+    return 0
+
+
+def _describes(path: Path, model: dict) -> bool:
+    """True when the project's blueprint.yaml, edited or not, is the blueprint being
+    generated from (a user who edits it in place and regenerates from it): it is kept as it
+    is, comments and all, rather than rewritten in normalised form."""
+    if not path.is_file():
+        return False
+    try:
+        return load_file(path).model == model
+    except BlueprintError:
+        return False
+
+
+def _location(blueprint_file: str, model: dict, path: tuple) -> str:
+    """file:line:col of a model path (stores.<name>.fields...) in the blueprint file, when
+    the file is in the current format; else the file alone."""
+    if not blueprint_file:
+        return "_blueprint"
+    try:
+        document, positions = read_file(blueprint_file)
+    except (BlueprintError, OSError):
+        return blueprint_file
+    components = document.get("components") if isinstance(document, dict) else None
+    store = path[1] if len(path) > 1 else None
+    for index, component in enumerate(components if isinstance(components, list) else []):
+        if isinstance(component, dict) and component.get("name") == store:
+            line, column = positions.locate(("components", index, "config", *path[2:]))
+            return f"{blueprint_file}:{line}:{column}"
+    return blueprint_file

@@ -189,6 +189,12 @@ def _check_field(name: str, spec: dict, path: tuple, report: Report) -> None:
     for low, high in (("min_length", "max_length"), ("minimum", "maximum"), ("scale", "precision")):
         if low in spec and high in spec and spec[low] > spec[high]:
             report.error(path + (low,), f"{low} {spec[low]} is above {high} {spec[high]}")
+    longest = kind.schema({}).get("maxLength")  # the type's own limit (email: 254)
+    if longest is not None and spec.get("max_length", 0) > longest:
+        report.error(
+            path + ("max_length",),
+            f"max_length {spec['max_length']} is above {longest}: no {kind.name} value is longer",
+        )
     if "pattern" in spec:
         problem = pattern_error(spec["pattern"])
         if problem:

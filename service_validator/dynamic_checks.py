@@ -229,14 +229,14 @@ def metric_total(text: str, name: str, **labels: str) -> float:
 
 
 def settled_metric_total(
-    url: str, name: str = "flask_http_request_total", limit_s: float = 10
+    url: str, name: str = "flask_http_request_total", limit_s: float = 10, **labels: str
 ) -> float:
     """A metric's total once it stops changing: each worker adds its requests to /metrics
     within a fraction of a second (app.metrics.FLUSH_INTERVAL_S), and requests queued by
     earlier load may still be being served."""
 
     def total() -> float:
-        return metric_total(http("GET", f"{url}/metrics").body.decode(), name)
+        return metric_total(http("GET", f"{url}/metrics").body.decode(), name, **labels)
 
     previous = total()
     deadline = time.monotonic() + limit_s

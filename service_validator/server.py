@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+# What /ready says while a worker applies pending schema migrations at start-up.
+MIGRATIONS_RUNNING = b"MIGRATE_ON_START: being applied"
 START_TIMEOUT_S = 30
 
 
@@ -139,12 +141,23 @@ class GunicornServer:
                 raise RuntimeError(f"gunicorn exited {self.process.returncode}: {self.stderr()}")
             try:
                 if http("GET", f"{self.url}/health", timeout=2).status == 200:
+                    self._wait_for_migrations(deadline)
                     return self
             except OSError:
                 pass
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"no 200 from /health in {START_TIMEOUT_S}s: {self.stderr()[-2000:]}")
+
+    def _wait_for_migrations(self, deadline: float) -> None:
+        """As a load balancer waits for readiness: while the service says its schema
+        migrations are being applied (MIGRATE_ON_START on an empty or older database), wait.
+        Any other answer (ready, or not ready for a reason a test may have arranged) ends
+        the wait."""
+        while time.monotonic() < deadline:
+            if MIGRATIONS_RUNNING not in http("GET", f"{self.url}/ready", timeout=2).body:
+                return
+            time.sleep(0.05)
 
     def terminate(self) -> None:
         """Send SIGTERM to the master (a graceful shutdown) without waiting."""

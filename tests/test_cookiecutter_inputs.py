@@ -110,25 +110,6 @@ def test_legacy_blueprint_warnings_name_what_is_dropped(tmp_path):
     assert [c["type"] for c in migrated["components"]] == ["store", "api_endpoint"]
 
 
-def test_regeneration_keeps_custom_modules(tmp_path):
-    project = bake(tmp_path, blueprint=str(EXAMPLES_DIR / "order_service.yaml"))
-    custom = project / "app" / "custom" / "orders.py"
-    custom.write_text(custom.read_text() + "\n# my change\n")
-    generated = project / "app" / "endpoints" / "orders_api.py"
-    generated.write_text("# stale\n")
-    from cookiecutter.main import cookiecutter
-
-    cookiecutter(
-        str(TEMPLATE_DIR),
-        no_input=True,
-        output_dir=str(tmp_path),
-        overwrite_if_exists=True,
-        extra_context={"blueprint": str(project / "blueprint.yaml")},
-    )
-    assert custom.read_text().endswith("# my change\n")
-    assert "endpoint_routes" in generated.read_text()
-
-
 def test_blueprint_is_read_once_per_run_and_afresh_in_the_next(tmp_path, monkeypatch):
     from blueprint_schema import cookiecutter_extension
 

@@ -102,3 +102,11 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    """Start applying pending schema migrations as soon as the worker is up (with
+    MIGRATE_ON_START; on a thread, so requests and probes never wait for it)."""
+    database = getattr(worker.wsgi, "extensions", {}).get("database")
+    if database is not None:
+        database.schema.start()

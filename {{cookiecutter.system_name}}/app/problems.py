@@ -18,6 +18,7 @@ from .persistence import DeadlineExceeded
 from .persistence import IdempotencyKeyReused
 from .persistence import InvalidValue
 from .persistence import QueryTimeout
+from .persistence import SchemaBehind
 from .persistence import WriteOutcomeUnknown
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,13 @@ def _unavailable(error: DatabaseUnavailable) -> Response:
     return problem_response(problem)
 
 
+def _schema_behind(error: SchemaBehind) -> Response:
+    log.warning("database unavailable: %s", error)
+    problem = Problem(503, "Service Unavailable", str(error))
+    problem.headers["Retry-After"] = "1"
+    return problem_response(problem)
+
+
 def _timeout(error: QueryTimeout) -> Response:
     log.warning("statement timeout: %s", error)
     return problem_response(Problem(504, "Gateway Timeout", "the database took too long to answer"))
@@ -119,6 +127,7 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(Problem, problem_response)
     app.register_error_handler(HTTPException, _from_http)
     app.register_error_handler(DatabaseUnavailable, _unavailable)
+    app.register_error_handler(SchemaBehind, _schema_behind)
     app.register_error_handler(QueryTimeout, _timeout)
     app.register_error_handler(DeadlineExceeded, _deadline)
     app.register_error_handler(WriteOutcomeUnknown, _outcome_unknown)

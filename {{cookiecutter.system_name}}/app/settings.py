@@ -69,6 +69,7 @@ class Settings:
     proxy_count: int
     log_level: str
     api_keys: tuple[str, ...]
+    migrate_on_start: bool
     stores: dict[str, StoreSettings]
     endpoints: dict[str, EndpointSettings]
 
@@ -292,6 +293,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         proxy_count=_integer(environ, "PROXY_COUNT", service.get("proxy_count", 0), 0, 10),
         log_level=log_level,
         api_keys=keys,
+        migrate_on_start=_boolean(environ, "MIGRATE_ON_START", defaults.MIGRATE_ON_START),
         stores={
             name: StoreSettings(name, store["table"], store["fields"])
             for name, store in data["stores"].items()

@@ -16,6 +16,8 @@ from urllib.parse import urlunsplit
 import pytest
 
 from app import create_app
+from app.migrate import VERSION_TABLE
+from helpers import migrated
 
 SAMPLES = json.loads(Path(__file__).with_name("samples.json").read_text(encoding="utf-8"))
 TEST_API_KEY = "test-key-" + uuid.uuid4().hex
@@ -44,7 +46,13 @@ def postgres_url():
 
 @pytest.fixture
 def environ(tmp_path, postgres_url):
-    env = {"DATA_DIR": str(tmp_path), "API_KEYS": TEST_API_KEY, "GUNICORN_THREADS": "2"}
+    # Migrations are applied by the app fixture, before the app serves anything.
+    env = {
+        "DATA_DIR": str(tmp_path),
+        "API_KEYS": TEST_API_KEY,
+        "GUNICORN_THREADS": "2",
+        "MIGRATE_ON_START": "false",
+    }
     if postgres_url:
         env["DATABASE_URL"] = postgres_url
     return env
@@ -53,12 +61,14 @@ def environ(tmp_path, postgres_url):
 @pytest.fixture
 def app(environ):
     """An app on the test database, its context pushed so that app.stores.* resolve to it."""
-    app = create_app(environ=environ)
+    app = migrated(create_app(environ=environ))
     with app.app_context():
         yield app
     database = app.extensions["database"]
     if database.dialect.postgres:
-        tables = ", ".join(f'"{table.name}"' for table in database.tables)
+        # The next test starts from an empty database, and migrates it again.
+        names = [table.name for table in database.tables] + [VERSION_TABLE]
+        tables = ", ".join(f'"{name}"' for name in names)
         database.run(lambda cursor: cursor.execute(f"DROP TABLE IF EXISTS {tables}"), writes=True)
     database.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from app import migrate
 from app.field_types import SYSTEM_COLUMNS
 from app.settings import load_settings
 
@@ -25,3 +26,11 @@ def without_system_columns(record: dict) -> dict:
 def same_values(expected: dict, actual: dict) -> bool:
     """Every value sent comes back (numbers compared as numbers)."""
     return all(actual.get(key) == value for key, value in expected.items())
+
+
+def migrated(app):
+    """The app, its database brought to the code's schema revision first (the tests turn
+    MIGRATE_ON_START off, so that no request races the migration thread)."""
+    settings = app.config["SETTINGS"]
+    migrate.upgrade(migrate.sqlalchemy_url(settings.database_url, settings.sqlite_path))
+    return app

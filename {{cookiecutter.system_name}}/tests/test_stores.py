@@ -12,6 +12,7 @@ from app.persistence import NoApplication
 from app.persistence import QueryTimeout
 from helpers import SAMPLES
 from helpers import STORES
+from helpers import migrated
 from helpers import same_values
 
 
@@ -78,7 +79,7 @@ def test_async_store_creates_no_event_loop_per_call(app, name, monkeypatch):
 def test_statement_past_the_timeout_is_aborted(environ):
     """A statement running past DB_STATEMENT_TIMEOUT_MS stops with QueryTimeout (a 504), on
     SQLite as on PostgreSQL, and the next statement on the same connection runs normally."""
-    app = create_app(environ={**environ, "DB_STATEMENT_TIMEOUT_MS": "200"})
+    app = migrated(create_app(environ={**environ, "DB_STATEMENT_TIMEOUT_MS": "200"}))
     database = app.extensions["database"]
     # Seconds of work on either database, far past the timeout, yet bounded.
     slow = (
@@ -105,7 +106,7 @@ def test_each_app_owns_its_database(app, environ, tmp_path, name):
     each other's records, and the store modules resolve to the app whose context is current."""
     other_environ = {**environ, "DATA_DIR": str(tmp_path / "other")}
     other_environ.pop("DATABASE_URL", None)  # the second app on SQLite, in its own directory
-    other = create_app(environ=other_environ)
+    other = migrated(create_app(environ=other_environ))
     store, _ = _stores(name)
     first, second = SAMPLES[name][0], SAMPLES[name][1]
     try:

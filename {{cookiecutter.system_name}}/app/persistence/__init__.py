@@ -14,6 +14,7 @@ from .errors import DeadlineExceeded
 from .errors import IdempotencyKeyReused
 from .errors import InvalidValue
 from .errors import QueryTimeout
+from .errors import SchemaBehind
 from .errors import StorageError
 from .errors import WriteOutcomeUnknown
 from .store import SyncStore
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidValue",
     "NoApplication",
     "QueryTimeout",
+    "SchemaBehind",
     "StorageError",
     "SyncStore",
     "WriteOutcomeUnknown",

@@ -6,8 +6,10 @@ in a Gunicorn master (also with preload_app) is ever shared with a forked worker
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from abc import ABC
 from abc import abstractmethod
 from collections.abc import Callable
@@ -18,10 +20,12 @@ from typing import TypeVar
 from .. import deadline
 from ..settings import Settings
 from .errors import DeadlineExceeded
+from .errors import SchemaBehind
 from .sql import Dialect
 from .sql import Table
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Database(ABC):
@@ -61,6 +65,84 @@ class Database(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections held by this process."""
+
+
+class SchemaRevision:
+    """Whether the database is at the schema revision the code needs (app.migrate).
+
+    Requests and probes only ask (one query, until the answer is yes): a database behind the
+    code answers every request, and /ready, with 503 naming both revisions, never a 500 for
+    a missing column, and an instance becomes ready as soon as someone migrates. With
+    MIGRATE_ON_START, start() applies what is pending on a thread of the process (Gunicorn's
+    post_worker_init calls it; first use does, in a process that did not), retrying while
+    the database cannot be reached; the migration lock lets one process apply and the others
+    find it done, and no request or probe ever waits for a migration.
+    """
+
+    RETRY_S = 5.0  # between attempts to apply while the database cannot be reached
+
+    def __init__(self, url: str, apply_pending: bool, read: Callable[[], str | None]) -> None:
+        self._url = url
+        self._apply_pending = apply_pending
+        self._read = read  # the database's revision (None before its first migration)
+        self._current_in = 0  # the pid of the process that found it current
+        self._started_in = 0  # the pid of the process whose thread applies pending revisions
+        self._starting = threading.Lock()
+        self._state = ""  # what the applying thread is doing, said in the 503
+
+    def start(self) -> None:
+        if not self._apply_pending:
+            return
+        with self._starting:
+            if self._started_in == os.getpid():
+                return
+            self._started_in = os.getpid()
+            self._state = "being applied"
+        thread = threading.Thread(target=self._apply, name="schema-migrations", daemon=True)
+        thread.start()
+
+    def require_current(self, read: Callable[[], str | None] | None = None) -> None:
+        """Raise SchemaBehind unless the database is current; read, when given, asks it on
+        the caller's connections (a probe never waits behind requests)."""
+        if self._current_in == os.getpid():
+            return
+        self.start()
+        from .. import migrate
+
+        found = (read or self._read)()
+        if migrate.behind(found, migrate.EXPECTED_REVISION):
+            reason = migrate.behind_message(found, migrate.EXPECTED_REVISION)
+            if self._apply_pending:
+                reason += f" (MIGRATE_ON_START: {self._state})"
+            raise SchemaBehind(reason)
+        self._current_in = os.getpid()
+
+    def forget(self) -> None:
+        self._current_in = 0
+
+    def _apply(self) -> None:
+        from .. import migrate
+
+        while True:
+            try:
+                # Alembic is loaded only when there is something to apply.
+                if migrate.behind(self._read(), migrate.EXPECTED_REVISION):
+                    migrate.upgrade(self._url)
+            except migrate.MigrationRefused as refusal:
+                self._state = f"refused: {refusal}"
+                log.error("schema migrations refused: %s", refusal)
+                return
+            except Exception as exc:  # the database cannot be reached yet: try again
+                self._state = f"failed, retried every {self.RETRY_S:g} s: {_first_line(exc)}"
+                log.warning("applying schema migrations failed: %s", _first_line(exc))
+                time.sleep(self.RETRY_S)
+                continue
+            self._state = "applied"
+            return
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
 
 
 class PerProcess(Generic[T]):
@@ -104,11 +186,16 @@ def open_database(settings: Settings) -> Database:
 
         sizes = (settings.pool_min_size, settings.pool_max_size)
         return PostgresDatabase(
-            url, *sizes, timeout_ms, settings.request_timeout_ms, settings.system_name
+            url,
+            *sizes,
+            timeout_ms,
+            settings.request_timeout_ms,
+            settings.system_name,
+            migrate_on_start=settings.migrate_on_start,
         )
     sqlite_path = settings.sqlite_path
     if url and url.startswith("sqlite:///"):
         sqlite_path = Path(url[len("sqlite:///") :])
     from .sqlite import SqliteDatabase
 
-    return SqliteDatabase(sqlite_path, timeout_ms)
+    return SqliteDatabase(sqlite_path, timeout_ms, migrate_on_start=settings.migrate_on_start)

@@ -10,6 +10,11 @@ class DatabaseUnavailable(StorageError):
     anything could be applied (answered with 503: retry later)."""
 
 
+class SchemaBehind(DatabaseUnavailable):
+    """The database is at an older schema revision than the code needs (503 until it is
+    migrated). Its message names the revisions and what to run, and is served as it is."""
+
+
 class QueryTimeout(StorageError):
     """A statement ran past the configured statement timeout and was cancelled, or the
     database did not answer before the request's deadline; nothing was applied (504)."""

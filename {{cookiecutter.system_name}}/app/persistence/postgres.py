@@ -20,20 +20,25 @@ import select
 import socket
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as WaitTimedOut
+from pathlib import Path
 from typing import TypeVar
 
 from .. import deadline
+from ..migrate import MISSING_IN_SCHEMA
+from ..migrate import READ_REVISION_SQL
+from ..migrate import sqlalchemy_url
 from .database import Database
 from .database import PerProcess
+from .database import SchemaRevision
 from .errors import Conflict
 from .errors import DatabaseUnavailable
 from .errors import DeadlineExceeded
 from .errors import InvalidValue
 from .errors import QueryTimeout
+from .errors import SchemaBehind
 from .errors import StorageError
 from .errors import WriteOutcomeUnknown
 from .sql import Dialect
@@ -212,6 +217,7 @@ class PostgresDatabase(Database):
         statement_timeout_ms: int,
         request_timeout_ms: int,
         name: str,
+        migrate_on_start: bool = True,
     ) -> None:
         super().__init__()
         import psycopg2
@@ -242,7 +248,8 @@ class PostgresDatabase(Database):
             )
         )
         self._watchdog = PerProcess(Watchdog)
-        self._tables_created = PerProcess(self._create_tables)
+        migration_url = sqlalchemy_url(url, Path())
+        self.schema = SchemaRevision(migration_url, migrate_on_start, self._read_revision)
         errors = psycopg2.errors
         # Driver errors -> the service's, for work that reached the database and failed there.
         self._refusals: tuple[tuple[tuple[type, ...], Callable[[Exception], StorageError]], ...]
@@ -256,6 +263,12 @@ class PostgresDatabase(Database):
             (
                 (errors.ReadOnlySqlTransaction, errors.DiskFull),
                 lambda exc: DatabaseUnavailable(_first_line(exc)),
+            ),
+            (
+                # A database behind the code (a blueprint change not yet migrated): 503,
+                # as /ready says, never a 500 per request.
+                (errors.UndefinedTable, errors.UndefinedColumn),
+                lambda exc: SchemaBehind(MISSING_IN_SCHEMA),
             ),
         )
         self._connection_errors = (psycopg2.OperationalError, psycopg2.InterfaceError)
@@ -290,33 +303,19 @@ class PostgresDatabase(Database):
         connection.autocommit = True
         return connection
 
-    def _create_tables(self) -> bool:
-        """Create what is missing: idempotent, and serialised by an advisory lock when many
-        workers start at once. Tables that are complete are only read, so a worker starts
-        on a read-only database, and takes no lock a running query would wait for."""
-        undefined = (self._psycopg2.errors.UndefinedTable, self._psycopg2.errors.UndefinedColumn)
+    def _read_revision(self, pool: ConnectionPool | None = None) -> str | None:
+        """The database's schema revision; None before its first migration."""
+        undefined = self._psycopg2.errors.UndefinedTable
 
-        def complete(cursor) -> bool:
-            for table in self.tables:
-                try:
-                    cursor.execute(table.exists_sql)
-                except undefined:
-                    return False
-            return True
+        def read(cursor) -> str | None:
+            try:
+                cursor.execute(READ_REVISION_SQL)
+            except undefined:
+                return None
+            row = cursor.fetchone()
+            return row[0] if row else None
 
-        pool = self._pool.get()
-        if self._run_on(pool, complete, writes=False, transaction=False):
-            return True
-        lock_key = zlib.crc32(",".join(t.name for t in self.tables).encode())
-
-        def create(cursor) -> None:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
-            for table in self.tables:
-                for statement in table.create_statements():
-                    cursor.execute(statement)
-
-        self._run_on(pool, create, writes=True, transaction=True)
-        return True
+        return self._run_on(pool or self._pool.get(), read, writes=False, transaction=False)
 
     def run(
         self,
@@ -326,8 +325,8 @@ class PostgresDatabase(Database):
         transaction: bool = False,
         probe: bool = False,
     ) -> T:
-        self._tables_created.get()
         pool = self._probe_pool.get() if probe else self._pool.get()
+        self.schema.require_current(lambda: self._read_revision(pool))
         return self._run_on(pool, work, writes=writes, transaction=transaction)
 
     def _run_on(self, pool: ConnectionPool, work, *, writes: bool, transaction: bool):
@@ -432,7 +431,7 @@ class PostgresDatabase(Database):
                 pool.close()
         self._pool.forget()
         self._probe_pool.forget()
-        self._tables_created.forget()
+        self.schema.forget()
 
 
 def _first_line(exc: BaseException) -> str:

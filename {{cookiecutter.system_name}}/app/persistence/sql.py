@@ -32,9 +32,10 @@ def quote(identifier: str) -> str:
     return f'"{identifier}"'
 
 
-def _index_name(table: str, column: str) -> str:
-    """table_column, shortened with a checksum to fit the 63 characters of an identifier."""
-    name = f"{table}_{column}"
+def index_name(table: str, column: str, suffix: str = "") -> str:
+    """table_column[_suffix], shortened with a checksum to fit the 63 characters of an
+    identifier (PostgreSQL names a UNIQUE column's index table_column_key)."""
+    name = f"{table}_{column}" + (f"_{suffix}" if suffix else "")
     if len(name) <= 63:
         return name
     return f"{name[:54]}_{zlib.crc32(name.encode()):08x}"
@@ -102,8 +103,8 @@ class Table(ABC):
         self.get_sql = f'SELECT {everything} FROM {self.quoted} WHERE "id" = {p}'  # nosec B608
         self.lock_sql = self.get_sql + (" FOR UPDATE" if dialect.postgres else "")
         self.delete_sql = f'DELETE FROM {self.quoted} WHERE "id" = {p}'  # nosec B608
-        self.ping_sql = f"SELECT 1 FROM {self.quoted} LIMIT 1"  # nosec B608
-        # Fails unless the table has every column: create_statements() are then needed.
+        # Fails unless the table has every column the code uses: the readiness probe, and
+        # whether create_statements() are needed.
         internal = ", ".join(quote(c) for c in INTERNAL_COLUMNS)
         self.exists_sql = f"SELECT {everything}, {internal} FROM {self.quoted} LIMIT 0"  # nosec B608
         # A POST with an Idempotency-Key: inserted once; a retry finds the first record.
@@ -123,7 +124,7 @@ class Table(ABC):
         d = self.dialect
         columns = [
             f'"id" {d.id_column}',
-            *(self._column_definition(column) for column in self.columns),
+            *(self.column_definition(column) for column in self.columns),
             f'"created_at" {d.timestamp} NOT NULL',
             f'"updated_at" {d.timestamp} NOT NULL',
             *(f"{quote(column)} TEXT" for column in INTERNAL_COLUMNS),
@@ -131,7 +132,7 @@ class Table(ABC):
         # A table made by an earlier version of the template gains the idempotency columns
         # (SQLite has no IF NOT EXISTS here: SqliteDatabase skips a column that exists).
         exists = " IF NOT EXISTS" if d.postgres else ""
-        index = quote(_index_name(self.name, "idempotency_key"))
+        index = quote(index_name(self.name, "idempotency_key"))
         return [
             f"CREATE TABLE IF NOT EXISTS {self.quoted} ({', '.join(columns)})",
             *(
@@ -143,10 +144,12 @@ class Table(ABC):
             'WHERE "idempotency_key" IS NOT NULL',
         ]
 
-    def _column_definition(self, column: str) -> str:
+    def column_definition(self, column: str, with_unique: bool = True) -> str:
+        """A column as CREATE TABLE declares it (ALTER TABLE ADD COLUMN cannot add UNIQUE
+        in SQLite: a unique index does that there)."""
         spec = self.specs[column]
         definition = f"{quote(column)} {self.dialect.column_type(spec)}"
-        if spec.get("unique"):
+        if with_unique and spec.get("unique"):
             definition += " UNIQUE"
         return definition
 

@@ -12,14 +12,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from .. import deadline
+from ..migrate import MISSING_IN_SCHEMA
+from ..migrate import READ_REVISION_SQL
+from ..migrate import sqlalchemy_url
 from .database import Database
 from .database import PerProcess
+from .database import SchemaRevision
 from .errors import Conflict
 from .errors import DatabaseUnavailable
 from .errors import InvalidValue
 from .errors import QueryTimeout
+from .errors import SchemaBehind
 from .sql import Dialect
-from .sql import Table
 
 T = TypeVar("T")
 # Below this much free space the store reports that it cannot write.
@@ -29,13 +33,18 @@ MIN_FREE_BYTES = 1024 * 1024
 class SqliteDatabase(Database):
     """One connection per thread, WAL journal, writes serialised by SQLite's busy timeout."""
 
-    def __init__(self, path: Path, statement_timeout_ms: int) -> None:
+    def __init__(
+        self, path: Path, statement_timeout_ms: int, migrate_on_start: bool = True
+    ) -> None:
         super().__init__()
         self.dialect = Dialect("sqlite")
         self.path = path
         self._timeout_s = statement_timeout_ms / 1000
         self._threads = PerProcess(threading.local)  # each thread's connection and deadline
         self._prepared = PerProcess(self._prepare_file)
+        self.schema = SchemaRevision(
+            sqlalchemy_url(None, path), migrate_on_start, self._read_revision
+        )
 
     def _thread(self) -> threading.local:
         """This thread's state, with its connection (opened on first use)."""
@@ -60,8 +69,8 @@ class SqliteDatabase(Database):
         return connection
 
     def _prepare_file(self) -> bool:
-        """Once per process: WAL journal and the tables (retried while another process holds
-        the lock, since switching the journal mode does not wait for the busy timeout)."""
+        """Once per process: the WAL journal (retried while another process holds the lock,
+        since switching the journal mode does not wait for the busy timeout)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None)
         try:
@@ -69,25 +78,23 @@ class SqliteDatabase(Database):
             while True:
                 try:
                     connection.execute("PRAGMA journal_mode=WAL")
-                    connection.execute("BEGIN IMMEDIATE")
-                    break
+                    return True
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) or time.monotonic() > deadline_at:
                         raise
                     time.sleep(0.05)
-            try:
-                for table in self.tables:
-                    if _table_complete(connection, table):
-                        continue
-                    for statement in table.create_statements():
-                        _execute_unless_column_exists(connection, statement)
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
         finally:
             connection.close()
-        return True
+
+    def _read_revision(self) -> str | None:
+        """The database's schema revision; None before its first migration."""
+        try:
+            row = self._thread().connection.execute(READ_REVISION_SQL).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise DatabaseUnavailable(f"{self.path}: {exc}") from None
+        return row[0] if row else None
 
     def run(
         self,
@@ -98,10 +105,11 @@ class SqliteDatabase(Database):
         probe: bool = False,
     ) -> T:
         state = self._thread()
-        connection = state.connection
         state.deadline = time.monotonic() + min(
             self._timeout_s, deadline.remaining(default=self._timeout_s)
         )
+        self.schema.require_current()
+        connection = state.connection
         cursor = connection.cursor()
         try:
             if transaction:
@@ -119,6 +127,8 @@ class SqliteDatabase(Database):
             _sqlite_rollback(connection)
             if "interrupted" in str(exc):
                 raise QueryTimeout(str(exc)) from None
+            if "no such" in str(exc):  # table or column: a blueprint change not yet migrated
+                raise SchemaBehind(MISSING_IN_SCHEMA) from None
             raise DatabaseUnavailable(str(exc)) from None
         except BaseException:
             _sqlite_rollback(connection)
@@ -148,24 +158,7 @@ class SqliteDatabase(Database):
             state.connection.close()
         self._threads.forget()
         self._prepared.forget()
-
-
-def _table_complete(connection: sqlite3.Connection, table: Table) -> bool:
-    try:
-        connection.execute(table.exists_sql)
-    except sqlite3.OperationalError as exc:
-        if "no such" in str(exc):  # no such table, no such column
-            return False
-        raise
-    return True
-
-
-def _execute_unless_column_exists(connection: sqlite3.Connection, statement: str) -> None:
-    try:
-        connection.execute(statement)
-    except sqlite3.OperationalError as exc:
-        if not (statement.startswith("ALTER TABLE") and "duplicate column" in str(exc)):
-            raise
+        self.schema.forget()
 
 
 def _sqlite_rollback(connection: sqlite3.Connection) -> None:

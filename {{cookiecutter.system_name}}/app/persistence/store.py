@@ -147,7 +147,8 @@ class SyncStore:
         return database.run(work, writes=True)
 
     def ping(self) -> None:
-        """Raise a StorageError unless the database answers and the table exists; on the
-        database's probe connections, so that it never waits behind requests."""
+        """Raise a StorageError unless the database answers and the table has every column
+        the code uses (a database behind the code is not ready); on the database's probe
+        connections, so that it never waits behind requests."""
         database, table = self._database, self._table
-        database.run(lambda cursor: cursor.execute(table.ping_sql), probe=True)
+        database.run(lambda cursor: cursor.execute(table.exists_sql), probe=True)

@@ -1,0 +1,217 @@
+"""python -m app.migrate [--sql]: bring the database to the schema revision the code needs.
+
+Configured like the service (DATABASE_URL, DATA_DIR). The revisions are the files in
+migrations/versions/ (0001_..., 0002_...), written by the generator when a blueprint change
+touches the database, and applied by Alembic, each once: under a lock (a PostgreSQL advisory
+lock, or a lock file beside the SQLite database), so instances and jobs that run this at the
+same time wait for each other and find nothing left to do. All the revisions of one run are
+applied in one transaction where the database allows it (PostgreSQL: nothing half-applied);
+an index built CONCURRENTLY commits on its own. --sql prints the SQL instead of applying it.
+
+The service itself checks the revision when a process first uses the database
+(app.persistence): a database behind the code is not ready (503, naming both revisions), and
+with MIGRATE_ON_START (the default) the process applies what is pending first, through
+upgrade() below. Alembic is imported only when there is something to apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+VERSIONS_DIR = MIGRATIONS_DIR / "versions"
+VERSION_TABLE = "alembic_version"
+READ_REVISION_SQL = f"SELECT version_num FROM {VERSION_TABLE}"  # nosec B608 (a constant)
+
+
+def expected_revision(versions_dir: Path = VERSIONS_DIR) -> str | None:
+    """The newest revision the code ships (revisions are numbered: 0001, 0002, ...)."""
+    numbers = [
+        path.name.split("_", 1)[0] for path in versions_dir.glob("[0-9][0-9][0-9][0-9]_*.py")
+    ]
+    return max(numbers, default=None)
+
+
+EXPECTED_REVISION = expected_revision()  # of the code this process runs
+
+
+def behind(found: str | None, expected: str | None) -> bool:
+    """A database at an older revision than the code needs (a newer one is fine: the next
+    release's additive migration may already be applied while this code still runs)."""
+    if expected is None:
+        return False
+    return found is None or int(found) < int(expected)
+
+
+def behind_message(found: str | None, expected: str | None) -> str:
+    return (
+        f"schema behind the code: the database is at revision {found or 'none'}, the code "
+        f"needs {expected}; run python -m app.migrate"
+    )
+
+
+# A table or column the code uses is missing although the revision says otherwise (changed
+# by hand, or restored from an older backup).
+MISSING_IN_SCHEMA = (
+    "schema behind the code: a table or column it uses is missing; run python -m app.migrate"
+)
+
+
+def sqlalchemy_url(database_url: str | None, sqlite_path: Path) -> str:
+    """The service's database as a SQLAlchemy URL (psycopg2 for PostgreSQL, as the service)."""
+    if database_url and database_url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg2://" + database_url.split("://", 1)[1]
+    if database_url and database_url.startswith("sqlite:///"):
+        return database_url
+    return f"sqlite:///{sqlite_path}"
+
+
+def upgrade(url: str, *, sql: bool = False, out: TextIO = sys.stdout) -> list[str]:
+    """Apply the pending revisions (or print their SQL); return those applied."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    config = Config(stdout=out)
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if sql:
+        config.attributes["dialect"] = "postgresql" if url.startswith("postgresql") else "sqlite"
+        config.output_buffer = out
+        current = _current_revision(url)  # the SQL of what is pending, when it can be asked
+        command.upgrade(config, f"{current}:head" if current else "head", sql=True)
+        return []
+    engine = _engine(url)
+    try:
+        with _migration_lock(engine) as connection:
+            before = MigrationContext.configure(connection).get_current_revision()
+            connection.commit()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+            after = MigrationContext.configure(connection).get_current_revision()
+            connection.commit()
+    finally:
+        engine.dispose()
+    return _between(before, after)
+
+
+def _current_revision(url: str) -> str | None:
+    """The database's revision, or None when it has none or cannot be reached."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = _engine(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+
+
+def _engine(url: str):
+    from sqlalchemy import create_engine
+    from sqlalchemy import event
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    if engine.dialect.name == "sqlite":
+        # Python's sqlite3 runs DDL outside transactions: SQLAlchemy's own recipe makes it
+        # emit BEGIN itself, so that a migration's DDL commits or rolls back as one.
+        @event.listens_for(engine, "connect")
+        def _no_implicit_transactions(dbapi_connection, _record) -> None:
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _between(before: str | None, after: str | None) -> list[str]:
+    if after is None or before == after:
+        return []
+    first = 1 if before is None else int(before) + 1
+    return [f"{number:04d}" for number in range(first, int(after) + 1)]
+
+
+@contextlib.contextmanager
+def _migration_lock(engine) -> Iterator[object]:
+    """A connection that alone may migrate this database until it is released."""
+    from sqlalchemy import text
+
+    if engine.dialect.name == "sqlite":
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            key = zlib.crc32(f"{engine.url.database} schema migrations".encode())
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            connection.commit()
+            try:
+                yield connection
+            finally:
+                connection.rollback()
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+        else:
+            import fcntl
+
+            with open(f"{engine.url.database}.migrate-lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    yield connection
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.migrate", description=__doc__)
+    parser.add_argument("--sql", action="store_true", help="print the SQL, apply nothing")
+    args = parser.parse_args(argv)
+    from .settings import ConfigError
+    from .settings import load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    url = sqlalchemy_url(settings.database_url, settings.sqlite_path)
+    if args.sql:
+        upgrade(url, sql=True)
+        return 0
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        applied = upgrade(url)
+    except MigrationRefused as refusal:
+        print(f"error: {refusal}; nothing was applied", file=sys.stderr)
+        return 1
+    except (SQLAlchemyError, OSError) as error:
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        print(f"error: {reason}; nothing was applied", file=sys.stderr)
+        return 1
+    expected = expected_revision()
+    if applied:
+        print(f"applied {', '.join(applied)}; the database is at revision {expected}")
+    else:
+        print(f"nothing to apply; the database is at revision {expected}")
+    return 0
+
+
+class MigrationRefused(Exception):
+    """A revision cannot be applied as it stands (the message says why and what to do)."""
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
