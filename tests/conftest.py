@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -15,6 +18,7 @@ EXAMPLES_DIR = TEMPLATE_DIR / "examples"
 # The legacy autocoder's blueprint that this template replaces, kept in the repository.
 SEED_BLUEPRINT = EXAMPLES_DIR / "legacy" / "phase8_test_system_blueprint.yaml"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+COOKIECUTTER = str(Path(sys.executable).with_name("cookiecutter"))  # the command users run
 
 
 def bake(output_dir: Path, **extra_context) -> Path:
@@ -86,3 +90,15 @@ def measure(request):
                 handle.write(json.dumps(line) + "\n")
 
     return record
+
+
+@pytest.fixture
+def shop(tmp_path) -> tuple[Path, Path]:
+    """A project generated as a user does (the cookiecutter command) from shop.yaml, a copy of
+    the order_service example in tmp_path: (project directory, blueprint)."""
+    blueprint = tmp_path / "shop.yaml"
+    shutil.copy(EXAMPLES_DIR / "order_service.yaml", blueprint)
+    command = [COOKIECUTTER, "--no-input", str(TEMPLATE_DIR), f"blueprint={blueprint}"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return tmp_path / "order_service", blueprint

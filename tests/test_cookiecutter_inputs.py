@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
-from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, TEMPLATE_DIR, bake
-
-COOKIECUTTER = str(Path(sys.executable).with_name("cookiecutter"))
+from conftest import COOKIECUTTER, EXAMPLES_DIR, SEED_BLUEPRINT, TEMPLATE_DIR, bake
 
 
 def cli(*arguments: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:

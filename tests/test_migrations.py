@@ -11,8 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES_DIR
-from test_regeneration import changed_blueprint, cookiecutter, regenerate, snapshot
+from test_regeneration import (
+    add_customers,
+    changed_blueprint,
+    regenerate,
+    snapshot,
+)
 
 from blueprint_schema.yaml_source import read_file
 from service_validator.server import GunicornServer, http, shell_environment
@@ -38,18 +42,7 @@ def grow(blueprint: dict) -> None:
     fields["notes"] = {"type": "string", "default": "none yet"}
     fields["priority"] = {"type": "integer"}
     del fields["paid_at"]
-    blueprint["components"] += [
-        {
-            "name": "customers",
-            "type": "store",
-            "config": {"table": "customers", "fields": {"name": {"type": "string"}}},
-        },
-        {
-            "name": "customers_api",
-            "type": "api_endpoint",
-            "config": {"path": "/customers", "store": "customers", "operations": ["get", "create"]},
-        },
-    ]
+    add_customers(blueprint, ["get", "create"])
 
 
 def migrate(project: Path, env: dict, *arguments: str) -> subprocess.CompletedProcess:
@@ -100,14 +93,6 @@ def backend(request) -> dict:
     if request.param == "postgresql":
         return {"DATABASE_URL": request.getfixturevalue("postgres_database")}
     return {}
-
-
-@pytest.fixture
-def shop(tmp_path) -> tuple[Path, Path]:
-    blueprint = tmp_path / "shop.yaml"
-    shutil.copy(EXAMPLES_DIR / "order_service.yaml", blueprint)
-    assert cookiecutter(tmp_path, blueprint).returncode == 0
-    return tmp_path / "order_service", blueprint
 
 
 def test_a_blueprint_change_migrates_the_database_and_keeps_every_value(shop, tmp_path, backend):
@@ -261,3 +246,22 @@ def test_a_project_from_before_migrations_is_adopted_without_losing_a_row(shop, 
         first = http("POST", f"{server.url}/orders", retry, headers=key)
         second = http("POST", f"{server.url}/orders", retry, headers=key)
         assert first.status == 201 and second.json()["id"] == first.json()["id"]
+
+
+def test_a_database_ahead_of_the_code_stays_ready(shop, tmp_path):
+    """While a rollout runs, the next release's (additive) revision may already be applied
+    under instances of this code: they stay ready and keep serving."""
+    project, _ = shop
+    data = tmp_path / "run" / "data"
+    with GunicornServer(project, tmp_path / "run") as server:
+        assert wait_ready(server.url) == 200
+        created = http("POST", f"{server.url}/orders", ORDERS[1]).json()
+    connection = sqlite3.connect(data / "order_service.sqlite3")
+    with connection:
+        connection.execute('ALTER TABLE "orders" ADD COLUMN "added_by_the_next_release" TEXT')
+        connection.execute("UPDATE alembic_version SET version_num = '0002'")
+    connection.close()
+    with GunicornServer(project, tmp_path / "run") as server:
+        assert http("GET", f"{server.url}/ready").status == 200
+        assert http("GET", f"{server.url}/orders/{created['id']}").json() == created
+        assert http("POST", f"{server.url}/orders", ORDERS[2]).status == 201

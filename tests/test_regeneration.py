@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EXAMPLES_DIR, TEMPLATE_DIR
+from conftest import COOKIECUTTER, EXAMPLES_DIR, TEMPLATE_DIR
 
 from blueprint_schema import regeneration
 from blueprint_schema.model import load_file
 
-COOKIECUTTER = str(Path(sys.executable).with_name("cookiecutter"))
 CRUFT = str(Path(sys.executable).with_name("cruft"))
 GIT = ["git", "-c", "user.email=test@example.org", "-c", "user.name=test"]
 
@@ -58,6 +57,11 @@ def with_customers_and_notes(blueprint: dict) -> None:
     fields["priority"] = {"type": "integer", "required": True}
     fields["customer"]["max_length"] = 200  # wider: nothing a client sent before is refused
     del fields["paid_at"]
+    add_customers(blueprint, ["get"])
+
+
+def add_customers(blueprint: dict, operations: list[str]) -> None:
+    """A second store, customers, and its endpoint."""
     blueprint["components"] += [
         {
             "name": "customers",
@@ -67,19 +71,9 @@ def with_customers_and_notes(blueprint: dict) -> None:
         {
             "name": "customers_api",
             "type": "api_endpoint",
-            "config": {"path": "/customers", "store": "customers", "operations": ["get"]},
+            "config": {"path": "/customers", "store": "customers", "operations": operations},
         },
     ]
-
-
-@pytest.fixture
-def shop(tmp_path) -> tuple[Path, Path]:
-    """A project generated from shop.yaml (the order_service example), and the blueprint."""
-    blueprint = tmp_path / "shop.yaml"
-    shutil.copy(EXAMPLES_DIR / "order_service.yaml", blueprint)
-    result = cookiecutter(tmp_path, blueprint)
-    assert result.returncode == 0, result.stderr
-    return tmp_path / "order_service", blueprint
 
 
 def test_a_project_records_what_it_was_generated_from(shop):

@@ -13,8 +13,9 @@ READY_TIMEOUT_MS = 500  # /ready's own deadline for each store's answer
 PAGE_SIZE = 50  # records on a page of a list, unless the client asks for another number
 MAX_PAGE_SIZE = 500  # the most records a client may ask for on one page
 VERSION = "0.1.0"  # of a system whose blueprint names none
-# Each process applies pending schema migrations when it first uses the database (under the
-# migration lock, so exactly once): a new project and a single instance need no extra step.
+# Each worker, once up, runs `python -m app.migrate` on a thread when the database is behind
+# (under the migration lock, so exactly once): a new project and a single instance need no
+# extra step.
 # Many instances, and migrations that take long, run `python -m app.migrate` as a job before
 # the rollout and set MIGRATE_ON_START=false (README: Changing a blueprint).
 MIGRATE_ON_START = True

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import subprocess  # nosec B404: runs this module in a child process
 import sys
 import zlib
 from collections.abc import Iterator
@@ -173,6 +174,29 @@ def _migration_lock(engine) -> Iterator[object]:
                     fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+REFUSED_EXIT_STATUS = 3  # a revision cannot be applied as it stands: trying again will not help
+
+
+def upgrade_in_a_child_process(database_url: str) -> None:
+    """`python -m app.migrate` on database_url, in a child process: what the service's own
+    processes run (MIGRATE_ON_START), so that Alembic and SQLAlchemy (about 25 MB) are never
+    loaded into a worker. Raises MigrationRefused, or RuntimeError with the child's error."""
+    result = subprocess.run(  # nosec B603: this interpreter, this module, no shell
+        [sys.executable, "-m", "app.migrate"],
+        cwd=MIGRATIONS_DIR.parent,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode == 0:
+        return
+    error = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
+    if result.returncode == REFUSED_EXIT_STATUS:
+        raise MigrationRefused(error.removeprefix("error: "))
+    raise RuntimeError(error.removeprefix("error: "))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.migrate", description=__doc__)
     parser.add_argument("--sql", action="store_true", help="print the SQL, apply nothing")
@@ -195,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         applied = upgrade(url)
     except MigrationRefused as refusal:
         print(f"error: {refusal}; nothing was applied", file=sys.stderr)
-        return 1
+        return REFUSED_EXIT_STATUS
     except (SQLAlchemyError, OSError) as error:
         reason = str(getattr(error, "orig", None) or error).splitlines()[0]
         print(f"error: {reason}; nothing was applied", file=sys.stderr)

@@ -73,16 +73,16 @@ class SchemaRevision:
     Requests and probes only ask (one query, until the answer is yes): a database behind the
     code answers every request, and /ready, with 503 naming both revisions, never a 500 for
     a missing column, and an instance becomes ready as soon as someone migrates. With
-    MIGRATE_ON_START, start() applies what is pending on a thread of the process (Gunicorn's
-    post_worker_init calls it; first use does, in a process that did not), retrying while
-    the database cannot be reached; the migration lock lets one process apply and the others
-    find it done, and no request or probe ever waits for a migration.
+    MIGRATE_ON_START, start() has a thread of the process (Gunicorn's post_worker_init calls
+    it; first use does, in a process that did not) run `python -m app.migrate` when the
+    database is behind, again while it cannot be reached; the migration lock lets one process
+    apply and the others find it done, and no request or probe ever waits for a migration.
     """
 
     RETRY_S = 5.0  # between attempts to apply while the database cannot be reached
 
     def __init__(self, url: str, apply_pending: bool, read: Callable[[], str | None]) -> None:
-        self._url = url
+        self._url = url  # the service's DATABASE_URL, or sqlite:///path
         self._apply_pending = apply_pending
         self._read = read  # the database's revision (None before its first migration)
         self._current_in = 0  # the pid of the process that found it current
@@ -125,9 +125,8 @@ class SchemaRevision:
 
         while True:
             try:
-                # Alembic is loaded only when there is something to apply.
                 if migrate.behind(self._read(), migrate.EXPECTED_REVISION):
-                    migrate.upgrade(self._url)
+                    migrate.upgrade_in_a_child_process(self._url)
             except migrate.MigrationRefused as refusal:
                 self._state = f"refused: {refusal}"
                 log.error("schema migrations refused: %s", refusal)

@@ -23,13 +23,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as WaitTimedOut
-from pathlib import Path
 from typing import TypeVar
 
 from .. import deadline
 from ..migrate import MISSING_IN_SCHEMA
 from ..migrate import READ_REVISION_SQL
-from ..migrate import sqlalchemy_url
 from .database import Database
 from .database import PerProcess
 from .database import SchemaRevision
@@ -248,8 +246,7 @@ class PostgresDatabase(Database):
             )
         )
         self._watchdog = PerProcess(Watchdog)
-        migration_url = sqlalchemy_url(url, Path())
-        self.schema = SchemaRevision(migration_url, migrate_on_start, self._read_revision)
+        self.schema = SchemaRevision(url, migrate_on_start, self._read_revision)
         errors = psycopg2.errors
         # Driver errors -> the service's, for work that reached the database and failed there.
         self._refusals: tuple[tuple[tuple[type, ...], Callable[[Exception], StorageError]], ...]

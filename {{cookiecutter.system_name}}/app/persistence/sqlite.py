@@ -14,7 +14,6 @@ from typing import TypeVar
 from .. import deadline
 from ..migrate import MISSING_IN_SCHEMA
 from ..migrate import READ_REVISION_SQL
-from ..migrate import sqlalchemy_url
 from .database import Database
 from .database import PerProcess
 from .database import SchemaRevision
@@ -42,9 +41,7 @@ class SqliteDatabase(Database):
         self._timeout_s = statement_timeout_ms / 1000
         self._threads = PerProcess(threading.local)  # each thread's connection and deadline
         self._prepared = PerProcess(self._prepare_file)
-        self.schema = SchemaRevision(
-            sqlalchemy_url(None, path), migrate_on_start, self._read_revision
-        )
+        self.schema = SchemaRevision(f"sqlite:///{path}", migrate_on_start, self._read_revision)
 
     def _thread(self) -> threading.local:
         """This thread's state, with its connection (opened on first use)."""
