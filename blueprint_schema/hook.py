@@ -22,13 +22,23 @@ def check_before_writing(project_dir: str, context: dict, template_dir: str) -> 
     context is cookiecutter's, rendered: the checked model is its __blueprint_model.
     """
     project = Path(project_dir).resolve()
+    if (project.parent / regeneration.RECORD).is_file():
+        print(
+            f"error: {project.parent} is a generated project: run the command in the "
+            "directory that holds it",
+            file=sys.stderr,
+        )
+        return 1
     record = regeneration.Record.load(project)
     if record is None and not any(project.iterdir()):
         return 0  # a new project: nothing to compare
     model = json.loads(context["__blueprint_model"])
     try:
         revision = migrations.next_revision(
-            record.model if record else None, model, migrations.existing_revisions(project)
+            record.model if record else None,
+            model,
+            migrations.existing_revisions(project),
+            migrations.column_types(project),
         )
     except migrations.UnsupportedChange as refusal:
         where = _location(context.get("__blueprint_file", ""), model, refusal.path)
@@ -46,7 +56,7 @@ def check_before_writing(project_dir: str, context: dict, template_dir: str) -> 
     print(f"Regenerating {project.name}:")
     if record is None:
         print(f"  (no {regeneration.RECORD}: generated before the template kept a record)")
-    for change in changes + files.changes or ["  nothing changes"]:
+    for change in changes + files.changes or ([] if files.conflicts else ["  nothing changes"]):
         print(change)
     if revision is not None:
         for path in revision.files():
@@ -83,7 +93,10 @@ def generate_into(project_dir: str, context: dict, template_dir: str) -> int:
     stale = sorted((record.files.keys() if record else set()) - owned)
     keep = {BLUEPRINT_COPY} if _describes(project / BLUEPRINT_COPY, model) else set()
     revision = migrations.next_revision(  # checked possible before anything was written
-        record.model if record else None, model, migrations.existing_revisions(project)
+        record.model if record else None,
+        model,
+        migrations.existing_revisions(project),
+        migrations.column_types(project),
     )
     write_project(blueprint, project, keep=keep)
     if revision is not None:

@@ -128,7 +128,25 @@ def existing_revisions(project_dir: Path) -> list[str]:
     )
 
 
-def next_revision(old_model: dict | None, new_model: dict, existing: list[str]) -> Revision | None:
+def column_types(project_dir: Path) -> dict[str, dict[str, str]]:
+    """{table: {column: type}} of every column the project's revisions ever made: a field the
+    blueprint removed keeps its column, and values, in the database."""
+    found: dict[str, dict[str, str]] = {}
+    directory = project_dir / VERSIONS_DIR
+    for script in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.json")):
+        tables = json.loads(script.read_text(encoding="utf-8")).get("tables", {})
+        for table, fields in tables.items():
+            for name, spec in (fields or {}).items():
+                found.setdefault(table, {})[name] = spec["type"]
+    return found
+
+
+def next_revision(
+    old_model: dict | None,
+    new_model: dict,
+    existing: list[str],
+    columns: dict[str, dict[str, str]] | None = None,
+) -> Revision | None:
     """The revision a regeneration from old_model to new_model needs, or None.
 
     With no earlier revision (a new project, or one generated before migrations existed),
@@ -149,6 +167,17 @@ def next_revision(old_model: dict | None, new_model: dict, existing: list[str]) 
     store_of = {store["table"]: name for name, store in new_model["stores"].items()}
     for table in sorted(after.keys() & before.keys()):
         steps += _field_steps(store_of[table], table, before[table], after[table])
+    for table, fields in after.items():  # a field added back over a column that was kept
+        for name, spec in (fields or {}).items():
+            kept = (columns or {}).get(table, {}).get(name)
+            if kept is not None and kept != spec["type"] and name not in (before.get(table) or {}):
+                store = store_of[table]
+                raise UnsupportedChange(
+                    ("stores", store, "fields", name, "type"),
+                    f"field {store}.{name} was removed earlier with type {kept}, and its column "
+                    f"and values are still in the database: add it back as {kept}, or give the "
+                    "new field another name",
+                )
     return Revision(number, steps, after) if steps else None
 
 

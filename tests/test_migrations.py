@@ -265,3 +265,39 @@ def test_a_database_ahead_of_the_code_stays_ready(shop, tmp_path):
         assert http("GET", f"{server.url}/ready").status == 200
         assert http("GET", f"{server.url}/orders/{created['id']}").json() == created
         assert http("POST", f"{server.url}/orders", ORDERS[2]).status == 201
+
+
+def test_a_field_added_back_with_another_type_is_refused(shop, tmp_path):
+    """A removed field keeps its column and values: adding it back as another type would
+    serve them as what they are not."""
+    project, blueprint = shop
+    without = changed_blueprint(
+        blueprint,
+        tmp_path / "without.yaml",
+        lambda b: b["components"][0]["config"]["fields"].pop("paid_at"),
+    )
+    assert regenerate(tmp_path, without).returncode == 0
+    before = snapshot(project)
+
+    def retyped(document: dict) -> None:
+        document["components"][0]["config"]["fields"]["paid_at"] = {"type": "integer"}
+
+    back = changed_blueprint(without, tmp_path / "back.yaml", retyped)
+    result = regenerate(tmp_path, back)
+    assert result.returncode != 0
+    _, positions = read_file(back)
+    line, column = positions.locate(("components", 0, "config", "fields", "paid_at", "type"))
+    assert (
+        f"{back}:{line}:{column}: field orders.paid_at was removed earlier with type datetime"
+        in result.stderr
+    ), result.stderr
+    assert snapshot(project) == before
+
+
+def test_printing_sql_without_the_database_says_so(shop):
+    project, _ = shop
+    printed = migrate(project, {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}, "--sql")
+    assert printed.returncode == 0
+    assert "warning: the database could not be asked for its revision" in printed.stderr
+    assert "-- the database could not be asked for its revision" in printed.stdout
+    assert "Running upgrade  -> 0001" in printed.stdout

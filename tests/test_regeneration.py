@@ -312,3 +312,15 @@ def test_cruft_brings_a_template_update_into_a_project_and_keeps_custom_code(tmp
     again = regenerate(tmp_path, project / "blueprint.yaml", template=template)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[-1] == "  nothing changes"
+
+
+def test_the_command_run_inside_the_project_refuses_to_nest_one(shop):
+    project, blueprint = shop
+    before = snapshot(project)
+    result = regenerate(project, blueprint)
+    assert result.returncode != 0
+    assert f"error: {project} is a generated project: run the command in the directory" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert snapshot(project) == before  # no project made inside it

@@ -85,7 +85,7 @@ def upgrade(url: str, *, sql: bool = False, out: TextIO = sys.stdout) -> list[st
     if sql:
         config.attributes["dialect"] = "postgresql" if url.startswith("postgresql") else "sqlite"
         config.output_buffer = out
-        current = _current_revision(url)  # the SQL of what is pending, when it can be asked
+        current = _current_revision(url, out)  # the SQL of what is pending, when it can ask
         command.upgrade(config, f"{current}:head" if current else "head", sql=True)
         return []
     engine = _engine(url)
@@ -103,8 +103,9 @@ def upgrade(url: str, *, sql: bool = False, out: TextIO = sys.stdout) -> list[st
     return _between(before, after)
 
 
-def _current_revision(url: str) -> str | None:
-    """The database's revision, or None when it has none or cannot be reached."""
+def _current_revision(url: str, out: TextIO) -> str | None:
+    """The database's revision, or None when it has none or cannot be reached (said on
+    stderr, and in the printed SQL, since every revision is then printed)."""
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -112,7 +113,11 @@ def _current_revision(url: str) -> str | None:
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
-    except SQLAlchemyError:
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        warning = f"the database could not be asked for its revision ({reason}): every revision"
+        print(f"warning: {warning} is printed", file=sys.stderr)
+        print(f"-- {warning} follows, as for an empty database", file=out)
         return None
     finally:
         engine.dispose()

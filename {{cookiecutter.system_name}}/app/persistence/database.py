@@ -137,6 +137,7 @@ class SchemaRevision:
                 time.sleep(self.RETRY_S)
                 continue
             self._state = "applied"
+            log.info("schema at revision %s", migrate.EXPECTED_REVISION)
             return
 
 
