@@ -125,8 +125,10 @@ class SchemaRevision:
 
         while True:
             try:
-                if migrate.behind(self._read(), migrate.EXPECTED_REVISION):
-                    migrate.upgrade_in_a_child_process(self._url)
+                if not migrate.behind(self._read(), migrate.EXPECTED_REVISION):
+                    self._state = "applied"
+                    return
+                migrate.upgrade_in_a_child_process(self._url)
             except migrate.MigrationRefused as refusal:
                 self._state = f"refused: {refusal}"
                 log.error("schema migrations refused: %s", refusal)
@@ -137,7 +139,7 @@ class SchemaRevision:
                 time.sleep(self.RETRY_S)
                 continue
             self._state = "applied"
-            log.info("schema at revision %s", migrate.EXPECTED_REVISION)
+            log.info("schema migrations applied: the database is at %s", migrate.EXPECTED_REVISION)
             return
 
 
