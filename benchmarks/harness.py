@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service_validator.server import child_pids, shell_environment
+from service_validator.server import MIGRATIONS_RUNNING, child_pids, shell_environment
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_DIR = BENCH_DIR / "wrk"
@@ -421,7 +421,7 @@ def seed_orders(
     # The generated service applies its schema migrations on a thread at start-up (on the
     # empty database of each run) and answers 503 until they are applied, as /ready says.
     deadline = time.monotonic() + START_TIMEOUT_S
-    while status == 503 and b"being applied" in body and time.monotonic() < deadline:
+    while status == 503 and MIGRATIONS_RUNNING in body and time.monotonic() < deadline:
         time.sleep(POLL_INTERVAL_S)
         status, body = request(port, "POST", collection, first_order)
     if status != 201:

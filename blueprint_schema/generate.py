@@ -18,6 +18,7 @@ import yaml
 
 from . import schema_check
 from .model import CheckedBlueprint
+from .regeneration import BLUEPRINT_COPY
 from .samples import store_samples
 from .service_modules import defaults, field_types
 
@@ -144,7 +145,7 @@ def project_files(blueprint: CheckedBlueprint) -> dict[str, str]:
         return environment.get_template(f"component/{template}").render(**values)
 
     files = {
-        "blueprint.yaml": "# yaml-language-server: $schema=blueprint.schema.json\n"
+        BLUEPRINT_COPY: "# yaml-language-server: $schema=blueprint.schema.json\n"
         + "# The blueprint this project was generated from. Edit it and regenerate from it\n"
         + "# (README.md, Layout and regeneration): it is then kept as you wrote it.\n"
         + _dump_yaml(to_blueprint(model)),

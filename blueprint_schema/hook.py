@@ -10,9 +10,8 @@ from . import migrations, regeneration
 from .diagnostics import BlueprintError
 from .generate import owned_files, write_project
 from .model import CheckedBlueprint, load_file
+from .regeneration import BLUEPRINT_COPY
 from .yaml_source import read_file
-
-BLUEPRINT_COPY = "blueprint.yaml"
 
 
 def check_before_writing(project_dir: str, context: dict, template_dir: str) -> int:
@@ -34,14 +33,9 @@ def check_before_writing(project_dir: str, context: dict, template_dir: str) -> 
         return 0  # a new project: nothing to compare
     model = json.loads(context["__blueprint_model"])
     try:
-        revision = migrations.next_revision(
-            record.model if record else None,
-            model,
-            migrations.existing_revisions(project),
-            migrations.column_types(project),
-        )
+        revision = _next_revision(project, record, model)
     except migrations.UnsupportedChange as refusal:
-        where = _location(context.get("__blueprint_file", ""), model, refusal.path)
+        where = _location(context.get("__blueprint_file", ""), refusal.path)
         print(f"error: {where}: {refusal}", file=sys.stderr)
         print("error: regeneration stopped before writing anything", file=sys.stderr)
         return 1
@@ -92,12 +86,7 @@ def generate_into(project_dir: str, context: dict, template_dir: str) -> int:
     # Checked unedited before anything was written (check_before_writing).
     stale = sorted((record.files.keys() if record else set()) - owned)
     keep = {BLUEPRINT_COPY} if _describes(project / BLUEPRINT_COPY, model) else set()
-    revision = migrations.next_revision(  # checked possible before anything was written
-        record.model if record else None,
-        model,
-        migrations.existing_revisions(project),
-        migrations.column_types(project),
-    )
+    revision = _next_revision(project, record, model)  # checked before anything was written
     write_project(blueprint, project, keep=keep)
     if revision is not None:
         for relative, text in revision.files().items():
@@ -113,6 +102,18 @@ def generate_into(project_dir: str, context: dict, template_dir: str) -> int:
     return 0
 
 
+def _next_revision(
+    project: Path, record: regeneration.Record | None, model: dict
+) -> migrations.Revision | None:
+    """The migration this generation writes, from the recorded model to the new one."""
+    return migrations.next_revision(
+        record.model if record else None,
+        model,
+        migrations.latest_revision(project),
+        migrations.column_types(project),
+    )
+
+
 def _describes(path: Path, model: dict) -> bool:
     """True when the project's blueprint.yaml, edited or not, is the blueprint being
     generated from (a user who edits it in place and regenerates from it): it is kept as it
@@ -125,7 +126,7 @@ def _describes(path: Path, model: dict) -> bool:
         return False
 
 
-def _location(blueprint_file: str, model: dict, path: tuple) -> str:
+def _location(blueprint_file: str, path: tuple) -> str:
     """file:line:col of a model path (stores.<name>.fields...) in the blueprint file, when
     the file is in the current format; else the file alone."""
     if not blueprint_file:

@@ -11,16 +11,14 @@ before migrations existed (it adds what they lack and changes no row).
 from __future__ import annotations
 
 import json
-import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import regeneration
-from .service_modules import field_types
+from .service_modules import field_types, migrate
 
 VERSIONS_DIR = regeneration.MIGRATIONS_DIR
-_REVISION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.py$")
 # A step of a revision: what app/schema_changes.Steps does, and the sentence it stands for.
 _STEP_WORDS = {
     "create_store": "create table {0} (or adopt it, keeping its rows)",
@@ -95,7 +93,9 @@ class Revision:
             "def upgrade() -> None:\n"
             f"{calls}\n\n\n"
             "def downgrade() -> None:\n"
-            '    raise NotImplementedError("restore a backup: a downgrade would lose data")\n'
+            "    # Undoing a revision would drop its columns or tables, with every value written\n"
+            "    # since: there is no downgrade. Restore a backup taken before the revision.\n"
+            '    raise NotImplementedError("no downgrade: restore a backup from before it")\n'
         )
 
 
@@ -119,23 +119,17 @@ def tables(model: dict) -> dict[str, dict | None]:
     return {store["table"]: store["fields"] for store in model["stores"].values()}
 
 
-def existing_revisions(project_dir: Path) -> list[str]:
-    directory = project_dir / VERSIONS_DIR
-    if not directory.is_dir():
-        return []
-    return sorted(
-        match.group(1) for path in directory.iterdir() if (match := _REVISION_FILE.match(path.name))
-    )
+def latest_revision(project_dir: Path) -> str | None:
+    return migrate.expected_revision(project_dir / VERSIONS_DIR)
 
 
 def column_types(project_dir: Path) -> dict[str, dict[str, str]]:
     """{table: {column: type}} of every column the project's revisions ever made: a field the
     blueprint removed keeps its column, and values, in the database."""
     found: dict[str, dict[str, str]] = {}
-    directory = project_dir / VERSIONS_DIR
-    for script in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.json")):
-        tables = json.loads(script.read_text(encoding="utf-8")).get("tables", {})
-        for table, fields in tables.items():
+    for script in migrate.revision_scripts(project_dir / VERSIONS_DIR):
+        data = json.loads(script.with_suffix(".json").read_text(encoding="utf-8"))
+        for table, fields in data["tables"].items():
             for name, spec in (fields or {}).items():
                 found.setdefault(table, {})[name] = spec["type"]
     return found
@@ -144,41 +138,63 @@ def column_types(project_dir: Path) -> dict[str, dict[str, str]]:
 def next_revision(
     old_model: dict | None,
     new_model: dict,
-    existing: list[str],
-    columns: dict[str, dict[str, str]] | None = None,
+    latest: str | None,
+    columns: dict[str, dict[str, str]],
 ) -> Revision | None:
     """The revision a regeneration from old_model to new_model needs, or None.
 
-    With no earlier revision (a new project, or one generated before migrations existed),
-    the revision creates or adopts every table. Raises UnsupportedChange for a change that
-    would rewrite stored values.
+    latest is the project's newest revision, columns the types of every column its revisions
+    made (column_types). With no earlier revision (a new project, or one generated before
+    migrations existed), the revision creates or adopts every table. Raises UnsupportedChange
+    for a change that would rewrite stored values.
     """
-    number = f"{int(max(existing)) + 1 if existing else 1:04d}"
+    number = f"{int(latest) + 1 if latest else 1:04d}"
     after = tables(new_model)
-    if not existing or old_model is None:
+    if latest is None or old_model is None:
         steps = [("create_store", (table,)) for table in sorted(after)]
         return Revision(number, steps, after) if steps else None
     before = tables(old_model)
+    store_of = {store["table"]: name for name, store in new_model["stores"].items()}
+    _refuse_retyped_columns(after, before, columns, store_of)
     steps: list[tuple[str, tuple[str, ...]]] = []
     for table in sorted(after.keys() - before.keys()):
         steps.append(("create_store", (table,)))
     for table in sorted(before.keys() - after.keys()):
         steps.append(("keep_removed_store", (table,)))
-    store_of = {store["table"]: name for name, store in new_model["stores"].items()}
     for table in sorted(after.keys() & before.keys()):
         steps += _field_steps(store_of[table], table, before[table], after[table])
-    for table, fields in after.items():  # a field added back over a column that was kept
+    return Revision(number, steps, after) if steps else None
+
+
+def _refuse_retyped_columns(
+    after: dict[str, dict | None],
+    before: dict[str, dict | None],
+    columns: dict[str, dict[str, str]],
+    store_of: dict[str, str],
+) -> None:
+    """A field whose column the database has with another type: a field that changes type,
+    or one added back, as another type, over the column kept when it was removed."""
+    for table, fields in after.items():
+        served = before.get(table) or {}
+        known = {**columns.get(table, {}), **{n: spec["type"] for n, spec in served.items()}}
         for name, spec in (fields or {}).items():
-            kept = (columns or {}).get(table, {}).get(name)
-            if kept is not None and kept != spec["type"] and name not in (before.get(table) or {}):
-                store = store_of[table]
-                raise UnsupportedChange(
-                    ("stores", store, "fields", name, "type"),
+            kept = known.get(name)
+            if kept is None or kept == spec["type"]:
+                continue
+            store = store_of[table]
+            if name in served:
+                message = (
+                    f"field {store}.{name} changes type from {kept} to {spec['type']}: stored "
+                    "values would be rewritten, and no migration does that yet; add a new "
+                    "field instead"
+                )
+            else:
+                message = (
                     f"field {store}.{name} was removed earlier with type {kept}, and its column "
                     f"and values are still in the database: add it back as {kept}, or give the "
-                    "new field another name",
+                    "new field another name"
                 )
-    return Revision(number, steps, after) if steps else None
+            raise UnsupportedChange(("stores", store, "fields", name, "type"), message)
 
 
 def _field_steps(
@@ -193,18 +209,6 @@ def _field_steps(
         )
     if before is None or after is None:
         return []
-    steps: list[tuple[str, tuple[str, ...]]] = []
-    for name in sorted(after.keys() - before.keys()):
-        steps.append(("add_field", (table, name)))
-    for name in sorted(before.keys() - after.keys()):
-        steps.append(("keep_removed_field", (table, name)))
-    for name in sorted(after.keys() & before.keys()):
-        old_type, new_type = before[name]["type"], after[name]["type"]
-        if old_type != new_type:
-            raise UnsupportedChange(
-                ("stores", store, "fields", name, "type"),
-                f"field {store}.{name} changes type from {old_type} to {new_type}: stored "
-                "values would be rewritten, and no migration does that yet; add a new field "
-                "instead",
-            )
-    return steps
+    return [("add_field", (table, name)) for name in sorted(after.keys() - before.keys())] + [
+        ("keep_removed_field", (table, name)) for name in sorted(before.keys() - after.keys())
+    ]

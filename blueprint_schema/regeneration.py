@@ -23,8 +23,9 @@ from pathlib import Path
 
 RECORD = "generation.json"
 # What a render leaves that no generation owns: caches of tools run in the template checkout.
-_NOT_OWNED = ("__pycache__", ".ruff_cache", ".pytest_cache")
+_NOT_OWNED = frozenset({"__pycache__", ".ruff_cache", ".pytest_cache"})
 _SKELETON = "{{cookiecutter.system_name}}"
+BLUEPRINT_COPY = "blueprint.yaml"  # the project's copy of the blueprint it was generated from
 CUSTOM_DIR = "app/custom"  # the user's code: written once per component, never owned
 MIGRATIONS_DIR = "migrations/versions"  # revisions: written once each, never owned
 
@@ -87,7 +88,7 @@ def skeleton_paths(template_dir: Path) -> set[str]:
     return {
         path.relative_to(root).as_posix()
         for path in root.rglob("*")
-        if path.is_file() and not set(path.relative_to(root).parts) & set(_NOT_OWNED)
+        if path.is_file() and _NOT_OWNED.isdisjoint(path.relative_to(root).parts)
     }
 
 
@@ -222,7 +223,6 @@ class FilePlan:
     """What regeneration does to the project's files, and what stops it."""
 
     changes: list[Change]
-    deletions: list[str]  # generator-owned files the new blueprint no longer has
     conflicts: list[str]  # reasons nothing may be written
 
 
@@ -248,7 +248,6 @@ def file_plan(project_dir: Path, record: Record | None, planned: dict[str, bytes
             conflicts.append(f"{relative}: edited by hand since it was generated")
         else:
             changes.append(Change("change", f"file {relative}"))
-    deletions = []
     for relative in sorted(owned.keys() - planned.keys()):
         path = project_dir / relative
         if not path.is_file():
@@ -256,9 +255,8 @@ def file_plan(project_dir: Path, record: Record | None, planned: dict[str, bytes
         if content_hash(path.read_bytes()) != owned[relative]:
             conflicts.append(f"{relative}: edited by hand, and the new blueprint no longer has it")
         else:
-            deletions.append(relative)
             changes.append(Change("remove", f"file {relative}"))
-    return FilePlan(changes, deletions, conflicts)
+    return FilePlan(changes, conflicts)
 
 
 def delete_files(project_dir: Path, relatives: list[str]) -> None:
@@ -309,7 +307,7 @@ def cruft_state(context: dict, commit: str | None) -> str | None:
         "checkout": context.get("_checkout"),
         "context": {
             "cookiecutter": {
-                "blueprint": "blueprint.yaml",
+                "blueprint": BLUEPRINT_COPY,
                 "system_name": context["system_name"],
                 "_template": given,
             }

@@ -31,3 +31,4 @@ def _load(name: str) -> ModuleType:
 
 field_types = _load("field_types")
 defaults = _load("defaults")
+migrate = _load("migrate")  # the revision files' names

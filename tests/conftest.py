@@ -102,3 +102,18 @@ def shop(tmp_path) -> tuple[Path, Path]:
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return tmp_path / "order_service", blueprint
+
+
+def run_python(project: Path, env: dict, *arguments: str) -> subprocess.CompletedProcess:
+    """`python ARGUMENTS` in a project directory, in a shell's environment plus env (the
+    README's `python -m app.migrate`, or a script of a test)."""
+    from service_validator.server import shell_environment
+
+    return subprocess.run(
+        [sys.executable, *arguments],
+        cwd=project,
+        env={**shell_environment(), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

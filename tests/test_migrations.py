@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 from test_regeneration import (
     add_customers,
     changed_blueprint,
@@ -47,14 +48,7 @@ def grow(blueprint: dict) -> None:
 
 def migrate(project: Path, env: dict, *arguments: str) -> subprocess.CompletedProcess:
     """`python -m app.migrate`, as the README runs it, in the project directory."""
-    return subprocess.run(
-        [PYTHON, "-m", "app.migrate", *arguments],
-        cwd=project,
-        env={**shell_environment(), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_python(project, env, "-m", "app.migrate", *arguments)
 
 
 def rows(env: dict, data_dir: Path, table: str) -> list[dict]:

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, bake
+from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, bake, run_python
 
 from service_validator import dockerfile
 from service_validator.dynamic_checks import metric_total, metrics_count, settled_metric_total
@@ -256,18 +256,12 @@ def test_two_servers_on_one_host_keep_their_own_files(order_service, tmp_path):
     assert list(temp.iterdir()) == []
 
 
-def migrated(project, database_url: str) -> None:
-    """`python -m app.migrate` on the database, as a deployment runs it before scripts."""
-    env = {**os.environ, "DATABASE_URL": database_url}
-    result = subprocess.run(
-        [sys.executable, "-m", "app.migrate"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+def migrated_then_run(project, database_url: str, script: str) -> subprocess.CompletedProcess:
+    """`python -m app.migrate` on the database, as a deployment runs it, then the script."""
+    env = {"DATABASE_URL": database_url}
+    migrated = run_python(project, env, "-m", "app.migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    return run_python(project, env, "-c", script)
 
 
 FORK_SCRIPT = """
@@ -289,15 +283,7 @@ print(sorted(item["customer"] for item in items))
 
 
 def test_store_is_fork_safe_on_postgresql(order_service, postgres_database):
-    migrated(order_service, postgres_database)
-    result = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT],
-        cwd=order_service,
-        env={**os.environ, "DATABASE_URL": postgres_database},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = migrated_then_run(order_service, postgres_database, FORK_SCRIPT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['child', 'parent']"
 
@@ -321,15 +307,7 @@ threading.Thread(target=last_request).start()
 def test_a_request_in_flight_while_the_process_exits_still_connects(
     order_service, postgres_database
 ):
-    migrated(order_service, postgres_database)
-    result = subprocess.run(
-        [sys.executable, "-c", LAST_REQUEST_SCRIPT],
-        cwd=order_service,
-        env={**os.environ, "DATABASE_URL": postgres_database},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = migrated_then_run(order_service, postgres_database, LAST_REQUEST_SCRIPT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "200", result.stdout + result.stderr
 

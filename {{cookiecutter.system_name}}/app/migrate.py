@@ -5,13 +5,15 @@ migrations/versions/ (0001_..., 0002_...), written by the generator when a bluep
 touches the database, and applied by Alembic, each once: under a lock (a PostgreSQL advisory
 lock, or a lock file beside the SQLite database), so instances and jobs that run this at the
 same time wait for each other and find nothing left to do. All the revisions of one run are
-applied in one transaction where the database allows it (PostgreSQL: nothing half-applied);
-an index built CONCURRENTLY commits on its own. --sql prints the SQL instead of applying it.
+applied in one transaction (transactional DDL, on SQLite too): nothing half-applied. --sql
+prints the SQL of what is pending instead of applying it.
 
-The service itself checks the revision when a process first uses the database
-(app.persistence): a database behind the code is not ready (503, naming both revisions), and
-with MIGRATE_ON_START (the default) the process applies what is pending first, through
-upgrade() below. Alembic is imported only when there is something to apply.
+The service checks the revision when a process first uses the database (app.persistence): a
+database behind the code is not ready (503, naming both revisions). With MIGRATE_ON_START
+(the default) each worker runs this module in a child process when the database is behind
+(upgrade_in_a_child_process), so that no worker loads Alembic. The generator loads this file
+on its own (blueprint_schema/migrations.py), for the revision files' names: at import it
+needs the standard library only.
 """
 
 from __future__ import annotations
@@ -32,12 +34,20 @@ VERSION_TABLE = "alembic_version"
 READ_REVISION_SQL = f"SELECT version_num FROM {VERSION_TABLE}"  # nosec B608 (a constant)
 
 
+def revision_scripts(versions_dir: Path = VERSIONS_DIR) -> list[Path]:
+    """The revision scripts, oldest first: NNNN_<steps>.py, with NNNN_<steps>.json beside
+    each (the table definitions its steps read)."""
+    return sorted(versions_dir.glob("[0-9][0-9][0-9][0-9]_*.py"))
+
+
+def revision_of(script: Path) -> str:
+    return script.name.split("_", 1)[0]
+
+
 def expected_revision(versions_dir: Path = VERSIONS_DIR) -> str | None:
     """The newest revision the code ships (revisions are numbered: 0001, 0002, ...)."""
-    numbers = [
-        path.name.split("_", 1)[0] for path in versions_dir.glob("[0-9][0-9][0-9][0-9]_*.py")
-    ]
-    return max(numbers, default=None)
+    scripts = revision_scripts(versions_dir)
+    return revision_of(scripts[-1]) if scripts else None
 
 
 EXPECTED_REVISION = expected_revision()  # of the code this process runs
@@ -114,8 +124,10 @@ def _current_revision(url: str, out: TextIO) -> str | None:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as error:
-        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        warning = f"the database could not be asked for its revision ({reason}): every revision"
+        from .persistence.errors import first_line
+
+        warning = f"the database could not be asked for its revision ({first_line(error)}): "
+        warning += "every revision"
         print(f"warning: {warning} is printed", file=sys.stderr)
         print(f"-- {warning} follows, as for an empty database", file=out)
         return None
@@ -220,20 +232,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from sqlalchemy.exc import SQLAlchemyError
 
+    from .persistence.errors import first_line
+
     try:
         applied = upgrade(url)
     except MigrationRefused as refusal:
         print(f"error: {refusal}; nothing was applied", file=sys.stderr)
         return REFUSED_EXIT_STATUS
     except (SQLAlchemyError, OSError) as error:
-        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        print(f"error: {reason}; nothing was applied", file=sys.stderr)
+        print(f"error: {first_line(error)}; nothing was applied", file=sys.stderr)
         return 1
-    expected = expected_revision()
-    if applied:
-        print(f"applied {', '.join(applied)}; the database is at revision {expected}")
-    else:
-        print(f"nothing to apply; the database is at revision {expected}")
+    done = f"the database is at revision {EXPECTED_REVISION}"
+    print(f"applied {', '.join(applied)}; {done}" if applied else f"nothing to apply; {done}")
     return 0
 
 

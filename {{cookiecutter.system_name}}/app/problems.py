@@ -18,7 +18,6 @@ from .persistence import DeadlineExceeded
 from .persistence import IdempotencyKeyReused
 from .persistence import InvalidValue
 from .persistence import QueryTimeout
-from .persistence import SchemaBehind
 from .persistence import WriteOutcomeUnknown
 
 log = logging.getLogger(__name__)
@@ -71,14 +70,8 @@ def _from_http(error: HTTPException) -> Response:
 
 def _unavailable(error: DatabaseUnavailable) -> Response:
     log.warning("database unavailable: %s", error)
-    problem = Problem(503, "Service Unavailable", "the database is unavailable; retry later")
-    problem.headers["Retry-After"] = "1"
-    return problem_response(problem)
-
-
-def _schema_behind(error: SchemaBehind) -> Response:
-    log.warning("database unavailable: %s", error)
-    problem = Problem(503, "Service Unavailable", str(error))
+    detail = str(error) if error.served else "the database is unavailable; retry later"
+    problem = Problem(503, "Service Unavailable", detail)
     problem.headers["Retry-After"] = "1"
     return problem_response(problem)
 
@@ -127,7 +120,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(Problem, problem_response)
     app.register_error_handler(HTTPException, _from_http)
     app.register_error_handler(DatabaseUnavailable, _unavailable)
-    app.register_error_handler(SchemaBehind, _schema_behind)
     app.register_error_handler(QueryTimeout, _timeout)
     app.register_error_handler(DeadlineExceeded, _deadline)
     app.register_error_handler(WriteOutcomeUnknown, _outcome_unknown)

@@ -39,12 +39,11 @@ class Steps:
         created missing tables itself), the columns and indexes it lacks. No row changes."""
         made = self._table(table)
         for statement in made.create_statements():
-            if not statement.startswith("ALTER TABLE"):
-                op.execute(statement)
+            op.execute(statement)
         printing = op.get_context().as_sql  # CREATE TABLE IF NOT EXISTS has every column
         for column in (*made.columns, *INTERNAL_COLUMNS):
             added = not printing and self._add_column(made, column)
-            if added and column in made.specs and made.specs[column].get("unique"):
+            if added and made.specs.get(column, {}).get("unique"):
                 self._create_unique_index(made, column)
 
     def add_field(self, table: str, field: str) -> None:
@@ -68,13 +67,10 @@ class Steps:
         postgres = made.dialect.postgres
         if not postgres and not op.get_context().as_sql and self._has_column(made, column):
             return False
-        if column in INTERNAL_COLUMNS:
-            definition = f"{quote(column)} TEXT"
-        else:
-            definition = made.column_definition(column, with_unique=False)
-            default = made.specs[column].get("default")
-            if default is not None:
-                definition += f" DEFAULT {_literal(made.writers[column](default))}"
+        definition = made.column_definition(column, with_unique=False)
+        default = made.specs.get(column, {}).get("default")  # internal columns have no spec
+        if default is not None:
+            definition += f" DEFAULT {_literal(made.writers[column](default))}"
         exists = " IF NOT EXISTS" if postgres else ""
         op.execute(f"ALTER TABLE {made.quoted} ADD COLUMN{exists} {definition}")
         return True

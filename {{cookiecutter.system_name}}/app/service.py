@@ -17,7 +17,6 @@ from flask import current_app
 
 from . import deadline
 from .persistence import DeadlineExceeded
-from .persistence import SchemaBehind
 from .persistence import StorageError
 from .probes import HEALTH_PATH
 from .probes import READY_PATH
@@ -61,12 +60,9 @@ def _check(store, write_problem: Callable[[], str | None], timeout_ms: int) -> s
     except DeadlineExceeded:
         log.warning("store %s is not ready: no answer within %d ms", store.name, timeout_ms)
         return f"unavailable: no answer within {timeout_ms} ms"
-    except SchemaBehind as exc:  # its message names the revisions, and is meant to be read
-        log.warning("store %s is not ready: %s", store.name, exc)
-        return f"unavailable: {exc}"
     except StorageError as exc:
         log.warning("store %s is not ready: %s", store.name, exc)
-        return "unavailable: the database cannot be reached"
+        return f"unavailable: {exc if exc.served else 'the database cannot be reached'}"
     if problem:
         log.warning("store %s cannot write: %s", store.name, problem)
         return f"cannot write: {problem}"

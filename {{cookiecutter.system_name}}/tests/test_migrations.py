@@ -14,9 +14,8 @@ from app.settings import load_settings
 
 
 def _revisions() -> list:
-    scripts = sorted(migrate.VERSIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.py"))
     modules = []
-    for script in scripts:
+    for script in migrate.revision_scripts():
         spec = importlib.util.spec_from_file_location(script.stem, script)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

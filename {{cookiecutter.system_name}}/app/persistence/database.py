@@ -21,6 +21,7 @@ from .. import deadline
 from ..settings import Settings
 from .errors import DeadlineExceeded
 from .errors import SchemaBehind
+from .errors import first_line
 from .sql import Dialect
 from .sql import Table
 
@@ -81,7 +82,7 @@ class SchemaRevision:
 
     RETRY_S = 5.0  # between attempts to apply while the database cannot be reached
 
-    def __init__(self, url: str, apply_pending: bool, read: Callable[[], str | None]) -> None:
+    def __init__(self, url: str, apply_pending: bool, read: Callable[..., str | None]) -> None:
         self._url = url  # the service's DATABASE_URL, or sqlite:///path
         self._apply_pending = apply_pending
         self._read = read  # the database's revision (None before its first migration)
@@ -101,15 +102,15 @@ class SchemaRevision:
         thread = threading.Thread(target=self._apply, name="schema-migrations", daemon=True)
         thread.start()
 
-    def require_current(self, read: Callable[[], str | None] | None = None) -> None:
-        """Raise SchemaBehind unless the database is current; read, when given, asks it on
-        the caller's connections (a probe never waits behind requests)."""
+    def require_current(self, *read_arguments: object) -> None:
+        """Raise SchemaBehind unless the database is current; read_arguments go to read()
+        (the caller's connections: a probe never waits behind requests)."""
         if self._current_in == os.getpid():
             return
         self.start()
         from .. import migrate
 
-        found = (read or self._read)()
+        found = self._read(*read_arguments)
         if migrate.behind(found, migrate.EXPECTED_REVISION):
             reason = migrate.behind_message(found, migrate.EXPECTED_REVISION)
             if self._apply_pending:
@@ -134,17 +135,13 @@ class SchemaRevision:
                 log.error("schema migrations refused: %s", refusal)
                 return
             except Exception as exc:  # the database cannot be reached yet: try again
-                self._state = f"failed, retried every {self.RETRY_S:g} s: {_first_line(exc)}"
-                log.warning("applying schema migrations failed: %s", _first_line(exc))
+                self._state = f"failed, retried every {self.RETRY_S:g} s: {first_line(exc)}"
+                log.warning("applying schema migrations failed: %s", first_line(exc))
                 time.sleep(self.RETRY_S)
                 continue
             self._state = "applied"
             log.info("schema migrations applied: the database is at %s", migrate.EXPECTED_REVISION)
             return
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
 
 
 class PerProcess(Generic[T]):

@@ -4,6 +4,16 @@
 class StorageError(Exception):
     """Base class of the failures below."""
 
+    # True: the message is written for the client (it names nothing internal) and is served
+    # as it is; otherwise the client gets a fixed sentence and the message is only logged.
+    served = False
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a driver's error (SQLAlchemy's, the driver error it wraps)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
 
 class DatabaseUnavailable(StorageError):
     """The database cannot be reached, refuses to write, or dropped the connection before
@@ -12,7 +22,9 @@ class DatabaseUnavailable(StorageError):
 
 class SchemaBehind(DatabaseUnavailable):
     """The database is at an older schema revision than the code needs (503 until it is
-    migrated). Its message names the revisions and what to run, and is served as it is."""
+    migrated). Its message names the revisions and what to run."""
+
+    served = True
 
 
 class QueryTimeout(StorageError):

@@ -39,6 +39,7 @@ from .errors import QueryTimeout
 from .errors import SchemaBehind
 from .errors import StorageError
 from .errors import WriteOutcomeUnknown
+from .errors import first_line
 from .sql import Dialect
 
 T = TypeVar("T")
@@ -251,15 +252,15 @@ class PostgresDatabase(Database):
         # Driver errors -> the service's, for work that reached the database and failed there.
         self._refusals: tuple[tuple[tuple[type, ...], Callable[[Exception], StorageError]], ...]
         self._refusals = (
-            ((errors.QueryCanceled,), lambda exc: QueryTimeout(_first_line(exc))),
+            ((errors.QueryCanceled,), lambda exc: QueryTimeout(first_line(exc))),
             (
                 (errors.UniqueViolation,),
                 lambda exc: Conflict(getattr(exc.diag, "constraint_name", None) or "unique"),
             ),
-            ((errors.DataError, errors.IntegrityError), lambda e: InvalidValue(_first_line(e))),
+            ((errors.DataError, errors.IntegrityError), lambda e: InvalidValue(first_line(e))),
             (
                 (errors.ReadOnlySqlTransaction, errors.DiskFull),
-                lambda exc: DatabaseUnavailable(_first_line(exc)),
+                lambda exc: DatabaseUnavailable(first_line(exc)),
             ),
             (
                 # A database behind the code (a blueprint change not yet migrated): 503,
@@ -296,7 +297,7 @@ class PostgresDatabase(Database):
         try:
             connection = self._psycopg2.connect(**self._connect_arguments)
         except self._psycopg2.OperationalError as exc:
-            raise DatabaseUnavailable(_first_line(exc)) from None
+            raise DatabaseUnavailable(first_line(exc)) from None
         connection.autocommit = True
         return connection
 
@@ -323,7 +324,7 @@ class PostgresDatabase(Database):
         probe: bool = False,
     ) -> T:
         pool = self._probe_pool.get() if probe else self._pool.get()
-        self.schema.require_current(lambda: self._read_revision(pool))
+        self.schema.require_current(pool)
         return self._run_on(pool, work, writes=writes, transaction=transaction)
 
     def _run_on(self, pool: ConnectionPool, work, *, writes: bool, transaction: bool):
@@ -386,12 +387,12 @@ class PostgresDatabase(Database):
         if broken:
             pool.discard_idle()
         if broken and committing:
-            raise WriteOutcomeUnknown(_first_line(exc)) from None
+            raise WriteOutcomeUnknown(first_line(exc)) from None
         # Work that had not reached its commit cannot have been applied: one retry on a fresh
         # connection is safe.
         if broken and attempt == 1:
             return True
-        raise DatabaseUnavailable(_first_line(exc)) from None
+        raise DatabaseUnavailable(first_line(exc)) from None
 
     def _end_transaction(self, pool: ConnectionPool, connection) -> None:
         """Roll back a failed explicit transaction (a no-op outside one), then return the
@@ -429,8 +430,3 @@ class PostgresDatabase(Database):
         self._pool.forget()
         self._probe_pool.forget()
         self.schema.forget()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -103,8 +103,7 @@ class Table(ABC):
         self.get_sql = f'SELECT {everything} FROM {self.quoted} WHERE "id" = {p}'  # nosec B608
         self.lock_sql = self.get_sql + (" FOR UPDATE" if dialect.postgres else "")
         self.delete_sql = f'DELETE FROM {self.quoted} WHERE "id" = {p}'  # nosec B608
-        # Fails unless the table has every column the code uses: the readiness probe, and
-        # whether create_statements() are needed.
+        # Fails unless the table has every column the code uses: the readiness probe.
         internal = ", ".join(quote(c) for c in INTERNAL_COLUMNS)
         self.exists_sql = f"SELECT {everything}, {internal} FROM {self.quoted} LIMIT 0"  # nosec B608
         # A POST with an Idempotency-Key: inserted once; a retry finds the first record.
@@ -121,32 +120,29 @@ class Table(ABC):
         )
 
     def create_statements(self) -> list[str]:
+        """The table and its idempotency-key index, as a new table has them (IF NOT EXISTS:
+        a migration that adopts an older table adds what it lacks column by column)."""
         d = self.dialect
         columns = [
             f'"id" {d.id_column}',
             *(self.column_definition(column) for column in self.columns),
             f'"created_at" {d.timestamp} NOT NULL',
             f'"updated_at" {d.timestamp} NOT NULL',
-            *(f"{quote(column)} TEXT" for column in INTERNAL_COLUMNS),
+            *(self.column_definition(column) for column in INTERNAL_COLUMNS),
         ]
-        # A table made by an earlier version of the template gains the idempotency columns
-        # (SQLite has no IF NOT EXISTS here: SqliteDatabase skips a column that exists).
-        exists = " IF NOT EXISTS" if d.postgres else ""
         index = quote(index_name(self.name, "idempotency_key"))
         return [
             f"CREATE TABLE IF NOT EXISTS {self.quoted} ({', '.join(columns)})",
-            *(
-                f"ALTER TABLE {self.quoted} ADD COLUMN{exists} {quote(column)} TEXT"
-                for column in INTERNAL_COLUMNS
-            ),
             # Partial: a POST without a key (most of them) updates no index for it.
             f'CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {self.quoted} ("idempotency_key") '
             'WHERE "idempotency_key" IS NOT NULL',
         ]
 
     def column_definition(self, column: str, with_unique: bool = True) -> str:
-        """A column as CREATE TABLE declares it (ALTER TABLE ADD COLUMN cannot add UNIQUE
-        in SQLite: a unique index does that there)."""
+        """A column as CREATE TABLE declares it: a field's, or an internal TEXT column
+        (ALTER TABLE ADD COLUMN cannot add UNIQUE in SQLite: a unique index does that)."""
+        if column in INTERNAL_COLUMNS:
+            return f"{quote(column)} TEXT"
         spec = self.specs[column]
         definition = f"{quote(column)} {self.dialect.column_type(spec)}"
         if with_unique and spec.get("unique"):
