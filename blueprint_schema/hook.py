@@ -33,7 +33,7 @@ def check_before_writing(project_dir: str, context: dict, template_dir: str) -> 
         return 0  # a new project: nothing to compare
     model = json.loads(context["__blueprint_model"])
     try:
-        revision = _next_revision(project, record, model)
+        revisions = _next_revisions(project, record, model)
     except migrations.UnsupportedChange as refusal:
         where = _location(context.get("__blueprint_file", ""), refusal.path)
         print(f"error: {where}: {refusal}", file=sys.stderr)
@@ -52,9 +52,10 @@ def check_before_writing(project_dir: str, context: dict, template_dir: str) -> 
         print(f"  (no {regeneration.RECORD}: generated before the template kept a record)")
     for change in changes + files.changes or ([] if files.conflicts else ["  nothing changes"]):
         print(change)
-    if revision is not None:
+    for revision in revisions:
         for path in revision.files():
             print(regeneration.Change("add", f"file {path}"))
+    for revision in revisions:
         print(f"  Migration {revision.number} (python -m app.migrate applies it):")
         for line in revision.summary():
             print(f"    {line}")
@@ -86,9 +87,9 @@ def generate_into(project_dir: str, context: dict, template_dir: str) -> int:
     # Checked unedited before anything was written (check_before_writing).
     stale = sorted((record.files.keys() if record else set()) - owned)
     keep = {BLUEPRINT_COPY} if _describes(project / BLUEPRINT_COPY, model) else set()
-    revision = _next_revision(project, record, model)  # checked before anything was written
+    revisions = _next_revisions(project, record, model)  # checked before anything was written
     write_project(blueprint, project, keep=keep)
-    if revision is not None:
+    for revision in revisions:
         for relative, text in revision.files().items():
             regeneration.write_atomically(project / relative, text)
     regeneration.delete_files(project, stale)
@@ -102,15 +103,15 @@ def generate_into(project_dir: str, context: dict, template_dir: str) -> int:
     return 0
 
 
-def _next_revision(
+def _next_revisions(
     project: Path, record: regeneration.Record | None, model: dict
-) -> migrations.Revision | None:
-    """The migration this generation writes, from the recorded model to the new one."""
-    return migrations.next_revision(
+) -> list[migrations.Revision]:
+    """The migrations this generation writes, from the recorded model to the new one."""
+    return migrations.next_revisions(
         record.model if record else None,
         model,
         migrations.latest_revision(project),
-        migrations.column_types(project),
+        migrations.column_history(project),
     )
 
 
@@ -135,6 +136,9 @@ def _location(blueprint_file: str, path: tuple) -> str:
         document, positions = read_file(blueprint_file)
     except (BlueprintError, OSError):
         return blueprint_file
+    if path[0] != "stores":
+        line, column = positions.locate(path)
+        return f"{blueprint_file}:{line}:{column}"
     components = document.get("components") if isinstance(document, dict) else None
     store = path[1] if len(path) > 1 else None
     for index, component in enumerate(components if isinstance(components, list) else []):

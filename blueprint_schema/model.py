@@ -3,9 +3,12 @@
 The model is plain data (it is written to the generated service's config/system_config.yaml):
 
     system:    {name, description, version}
-    stores:    {name: {description, table, fields | None, pool: {min_size, max_size}}}
+    stores:    {name: {description, table, fields | None, pool: {min_size, max_size}},
+                       and when the blueprint says so: renamed_from, renamed_fields
+                       {field: earlier name}, drop_columns}
     endpoints: {name: {description, path, store, operations, page_size, max_page_size,
                        auth, cors_origins}}
+    drop_tables (when the blueprint names any)
 """
 
 from __future__ import annotations
@@ -115,6 +118,8 @@ def _build(document: dict, report: Report) -> dict:
                 f"page_size {endpoint['page_size']} is above max_page_size "
                 f"{endpoint['max_page_size']}",
             )
+    if document.get("drop_tables"):
+        model["drop_tables"] = document["drop_tables"]
     _check_collisions(model, components, report)
     return model
 
@@ -152,15 +157,46 @@ def _store(name: str, component: dict, config: dict, where: tuple, report: Repor
             where + ("config", "pool", "min_size"),
             f"min_size {pool['min_size']} is above max_size {pool['max_size']}",
         )
+    store = {"description": component.get("description", ""), "table": config.get("table", name)}
     if fields is not None:
         for field_name, spec in fields.items():
             _check_field(field_name, spec, where + ("config", "fields", field_name), report)
-    return {
-        "description": component.get("description", ""),
-        "table": config.get("table", name),
-        "fields": fields,
-        "pool": pool,
-    }
+        renamed = _field_renames(fields, where + ("config", "fields"), report)
+        fields = {
+            field_name: {key: value for key, value in spec.items() if key != "renamed_from"}
+            for field_name, spec in fields.items()
+        }
+        if renamed:
+            store["renamed_fields"] = renamed
+    store.update(fields=fields, pool=pool)
+    if "renamed_from" in config:
+        store["renamed_from"] = config["renamed_from"]
+    for index, column in enumerate(config.get("drop_columns", [])):
+        if column in (fields or {}):
+            report.error(
+                where + ("config", "drop_columns", index),
+                f"{column} is a field of {name}: remove the field to drop its column",
+            )
+    if config.get("drop_columns"):
+        store["drop_columns"] = config["drop_columns"]
+    return store
+
+
+def _field_renames(fields: dict, path: tuple, report: Report) -> dict[str, str]:
+    """{field: its earlier name} from the fields' renamed_from."""
+    renamed: dict[str, str] = {}
+    for field_name, spec in fields.items():
+        old = spec.get("renamed_from")
+        if old is None:
+            continue
+        where = path + (field_name, "renamed_from")
+        if old in fields:
+            report.error(where, f"renamed_from {old}: the store still has a field {old}")
+        elif old in renamed.values():
+            report.error(where, f"renamed_from {old}: another field is renamed from it too")
+        else:
+            renamed[field_name] = old
+    return renamed
 
 
 def _article(word: str) -> str:
@@ -363,6 +399,18 @@ def _check_collisions(model: dict, components: list, report: Report) -> None:
                 f"table {table!r} is already used by store {tables[table]!r}",
             )
         tables[table] = name
+    for name, store in model["stores"].items():
+        if store.get("renamed_from") in model["stores"]:
+            report.error(
+                ("components", index_of[name], "config", "renamed_from"),
+                f"renamed_from {store['renamed_from']}: the blueprint still has a store of "
+                "that name",
+            )
+    for index, table in enumerate(model.get("drop_tables", [])):
+        if table in tables:
+            report.error(
+                ("drop_tables", index), f"table {table} holds store {tables[table]}'s rows"
+            )
     for name in list(model["stores"]) + list(model["endpoints"]):
         if name.endswith("_sync") and name[: -len("_sync")] in model["stores"]:
             report.error(

@@ -115,13 +115,15 @@ def render_skeleton(template_dir: Path, context: dict) -> dict[str, bytes]:
 class Change:
     """One line of the plan."""
 
-    action: str  # "add", "change", "remove"
+    action: str  # "add", "change", "rename", "remove", "drop"
     subject: str  # "store orders", "field orders.notes", "file app/stores/orders.py", ...
     detail: str = ""
     breaking: bool = False
+    deletes_data: bool = False
 
     def __str__(self) -> str:
         mark = "  [breaks clients]" if self.breaking else ""
+        mark += "  [deletes data]" if self.deletes_data else ""
         detail = f": {self.detail}" if self.detail else ""
         return f"  {self.action:6} {self.subject}{detail}{mark}"
 
@@ -131,13 +133,36 @@ def blueprint_changes(old: dict, new: dict) -> list[Change]:
     client of the API marked."""
     changes: list[Change] = []
     old_stores, new_stores = old.get("stores", {}), new.get("stores", {})
-    for name in sorted(new_stores.keys() - old_stores.keys()):
+    sources = {
+        name: name if name in old_stores else store.get("renamed_from")
+        for name, store in new_stores.items()
+    }
+    sources = {name: source for name, source in sources.items() if source in old_stores}
+    for name in sorted(new_stores.keys() - sources.keys()):
         changes.append(Change("add", f"store {name}", f"table {new_stores[name]['table']}"))
-    for name in sorted(old_stores.keys() - new_stores.keys()):
+    for name in sorted(old_stores.keys() - set(sources.values())):
         detail = "no longer served; its table and rows stay in the database"
         changes.append(Change("remove", f"store {name}", detail, breaking=True))
-    for name in sorted(old_stores.keys() & new_stores.keys()):
-        changes += _field_changes(name, old_stores[name]["fields"], new_stores[name]["fields"])
+    for name, source in sorted(sources.items()):
+        old_store, new_store = old_stores[source], new_stores[name]
+        if source != name:
+            tables = f"table {old_store['table']} -> {new_store['table']}, every row kept"
+            changes.append(Change("rename", f"store {source} -> {name}", tables))
+        changes += _field_changes(
+            name, old_store["fields"], new_store["fields"], new_store.get("renamed_fields", {})
+        )
+        for column in new_store.get("drop_columns", []):
+            if column not in old_store.get("drop_columns", []):
+                detail = "deleted with every value in it (drop_columns)"
+                changes.append(
+                    Change(
+                        "drop", f"column {new_store['table']}.{column}", detail, deletes_data=True
+                    )
+                )
+    for table in new.get("drop_tables", []):
+        if table not in old.get("drop_tables", []):
+            detail = "deleted with every row in it (drop_tables)"
+            changes.append(Change("drop", f"table {table}", detail, deletes_data=True))
     old_endpoints, new_endpoints = old.get("endpoints", {}), new.get("endpoints", {})
     for name in sorted(new_endpoints.keys() - old_endpoints.keys()):
         changes.append(Change("add", f"endpoint {name}", new_endpoints[name]["path"]))
@@ -149,13 +174,21 @@ def blueprint_changes(old: dict, new: dict) -> list[Change]:
     return changes
 
 
-def _field_changes(store: str, old: dict | None, new: dict | None) -> list[Change]:
+def _field_changes(
+    store: str, old: dict | None, new: dict | None, renamed: dict[str, str]
+) -> list[Change]:
     if old is None or new is None:
         if old == new:
             return []
         detail = "now a store of JSON documents" if new is None else "now has fields"
         return [Change("change", f"store {store}", detail, breaking=True)]
     changes = []
+    old = dict(old)
+    for name, earlier in renamed.items():
+        if name not in old and earlier in old:
+            detail = "every value kept; clients read and send it by its new name"
+            changes.append(Change("rename", f"field {store}.{earlier} -> {name}", detail, True))
+            old[name] = old.pop(earlier)
     for name in sorted(new.keys() - old.keys()):
         spec = new[name]
         required = spec.get("required") and "default" not in spec

@@ -53,19 +53,33 @@ def postgres_server_url() -> str:
 
 
 @pytest.fixture
-def postgres_database(postgres_server_url):
-    """A fresh, empty database on the server (dropped afterwards); yields its URL."""
+def postgres_databases(postgres_server_url):
+    """Makes fresh, empty databases on the server (each dropped afterwards): call it for the
+    URL of one."""
     import psycopg2
 
-    name = f"template_test_{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(postgres_server_url)
     admin.autocommit = True
+    made = []
+
+    def make() -> str:
+        name = f"template_test_{uuid.uuid4().hex[:12]}"
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return urlunsplit(urlsplit(postgres_server_url)._replace(path=f"/{name}"))
+
+    yield make
     with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    yield urlunsplit(urlsplit(postgres_server_url)._replace(path=f"/{name}"))
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in made:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()
+
+
+@pytest.fixture
+def postgres_database(postgres_databases) -> str:
+    """A fresh, empty database on the server (dropped afterwards): its URL."""
+    return postgres_databases()
 
 
 def cannot_run_here(reason: str) -> None:

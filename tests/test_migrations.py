@@ -295,3 +295,246 @@ def test_printing_sql_without_the_database_says_so(shop):
     assert "warning: the database could not be asked for its revision" in printed.stderr
     assert "-- the database could not be asked for its revision" in printed.stdout
     assert "Running upgrade  -> 0001" in printed.stdout
+
+
+def connect(env: dict, data_dir: Path):
+    """A connection to the service's database, around the service (autocommit)."""
+    if env.get("DATABASE_URL"):
+        import psycopg2
+
+        connection = psycopg2.connect(env["DATABASE_URL"])
+        connection.autocommit = True
+        return connection
+    return sqlite3.connect(data_dir / "order_service.sqlite3", isolation_level=None)
+
+
+def test_the_database_refuses_rows_that_break_the_blueprint(shop, tmp_path, backend):
+    """required is NOT NULL, enum, minimum and max_length are CHECK constraints, unique a
+    unique index: a row written around the API that breaks one is refused by the database."""
+    project, _ = shop
+    data = tmp_path / "data"
+    env = {**backend, "DATA_DIR": str(data)}
+    assert migrate(project, env).returncode == 0
+    connection = connect(env, data)
+    p = "%s" if backend else "?"
+    insert = (
+        f"INSERT INTO orders (customer, total, status, email, created_at, updated_at) "
+        f"VALUES ({p}, {p}, {p}, {p}, '2024-01-01T00:00:00+00:00', '2024-01-01T00:00:00+00:00')"
+    )
+    valid = ("Ada", 1.5, "new", "ada@example.org")
+    cursor = connection.cursor()
+    cursor.execute(insert, valid)
+    refused = {
+        "required customer": (None, 1.5, "new", "b@example.org"),
+        "max_length 120": ("x" * 121, 1.5, "new", "c@example.org"),
+        "minimum 0": ("Bo", -0.01, "new", "d@example.org"),
+        "enum": ("Bo", 1.5, "lost", "e@example.org"),
+        "unique email": ("Bo", 1.5, "new", "ada@example.org"),
+    }
+    errors = (sqlite3.IntegrityError,)
+    if backend:
+        import psycopg2
+
+        errors = (psycopg2.IntegrityError,)
+    for rule, values in refused.items():
+        with pytest.raises(errors):
+            cursor.execute(insert, values)
+            pytest.fail(f"{rule}: the database took {values}")
+    cursor.execute("SELECT count(*) FROM orders")
+    assert cursor.fetchone()[0] == 1
+    connection.close()
+
+
+def raise_total_maximum(blueprint: dict) -> None:
+    blueprint["components"][0]["config"]["fields"]["total"]["maximum"] = 100
+
+
+def test_a_constraint_that_existing_rows_break_stops_the_migration(shop, tmp_path, backend):
+    """Adding a constraint some rows break: the migration stops naming the constraint and how
+    many rows break it, and nothing is applied (revision, tables and rows as they were)."""
+    project, blueprint = shop
+    run = tmp_path / "run"
+    data = run / "data"
+    env = {**backend, "DATA_DIR": str(data)}
+    with GunicornServer(project, run, backend) as server:
+        assert wait_ready(server.url) == 200
+        for order in ORDERS:  # totals 12.5, 0.0 and 99999.75
+            assert http("POST", f"{server.url}/orders", order).status == 201
+    capped = changed_blueprint(blueprint, tmp_path / "capped.yaml", raise_total_maximum)
+    assert regenerate(tmp_path, capped).returncode == 0
+    before = rows(env, data, "orders")
+    connection = connect(env, data)
+    version = "SELECT version_num FROM alembic_version"
+    applied = migrate(project, env)
+    assert applied.returncode == 3, applied
+    assert applied.stderr.strip() == (
+        'error: constraint orders_total_maximum (CHECK "total" <= 100): 1 existing row breaks '
+        "it; change or remove those rows, or the blueprint, and migrate again; nothing was "
+        "applied"
+    )
+    assert rows(env, data, "orders") == before
+    cursor = connection.cursor()
+    cursor.execute(version)
+    assert cursor.fetchone()[0] == "0001"
+    # Nothing half-applied: a total above the new maximum is still taken.
+    p = "%s" if backend else "?"
+    cursor.execute(
+        "INSERT INTO orders (customer, total, email, created_at, updated_at) VALUES "
+        f"('Kept', 500, {p}, '2024-01-01T00:00:00+00:00', '2024-01-01T00:00:00+00:00')",
+        ("kept@example.org",),
+    )
+    # Started as shipped (MIGRATE_ON_START), the service is not ready and says why.
+    with GunicornServer(project, run, backend) as server:
+        refused = "MIGRATE_ON_START: refused: constraint orders_total_maximum"
+        reasons = []
+        for _ in range(100):  # each worker's child process refuses it: within seconds
+            ready = http("GET", f"{server.url}/ready")
+            assert ready.status == 503
+            reasons.append(ready.json()["checks"]["orders"])
+            if refused in reasons[-1]:
+                break
+            time.sleep(0.1)
+        assert refused in reasons[-1], reasons[-3:]
+        cursor.execute("DELETE FROM orders WHERE total > 100")  # the user's fix
+        assert migrate(project, env).stdout.strip() == (
+            "applied 0002; the database is at revision 0002"
+        )
+        assert wait_ready(server.url) == 200  # without a restart
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "message"),
+    [
+        (
+            lambda b: b["components"][0]["config"]["fields"].update(
+                buyer={"type": "string", "renamed_from": "purchaser"}
+            ),
+            ("components", 0, "config", "fields", "buyer", "renamed_from"),
+            "renamed_from purchaser: store orders of the blueprint this project was generated "
+            "from has no such field",
+        ),
+        (
+            lambda b: (
+                b["components"][0].update(name="sales")
+                or b["components"][0]["config"].update(renamed_from="purchases")
+                or b["components"][1]["config"].update(store="sales")
+                or b.update(bindings=[{"from": "orders_api", "to": "sales"}])
+            ),
+            ("components", 0, "config", "renamed_from"),
+            "renamed_from purchases: the blueprint this project was generated from has no such "
+            "store",
+        ),
+        (
+            lambda b: b["components"][0]["config"].update(drop_columns=["comment"]),
+            ("components", 0, "config", "drop_columns", 0),
+            "table orders never had a column comment: nothing to drop",
+        ),
+        (
+            lambda b: b.update(drop_tables=["archive"]),
+            ("drop_tables", 0),
+            "no table archive was ever made: nothing to drop",
+        ),
+    ],
+    ids=["field renamed from nothing", "store renamed from nothing", "drop column", "drop table"],
+)
+def test_a_change_naming_what_never_existed_is_refused_where_it_is_written(
+    shop, tmp_path, change, path, message
+):
+    project, blueprint = shop
+    before = snapshot(project)
+    changed = changed_blueprint(blueprint, tmp_path / "changed.yaml", change)
+    result = regenerate(tmp_path, changed)
+    assert result.returncode == 1, result.stdout
+    _, positions = read_file(changed)
+    line, column = positions.locate(path)
+    assert f"error: {changed}:{line}:{column}: {message}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(project) == before
+
+
+def test_widening_refuses_integers_a_number_cannot_keep(shop, tmp_path, backend):
+    project, blueprint = shop
+    run = tmp_path / "run"
+    env = {**backend, "DATA_DIR": str(run / "data")}
+
+    def with_quantity(document: dict) -> None:
+        document["components"][0]["config"]["fields"]["quantity"] = {"type": "integer"}
+
+    counted = changed_blueprint(blueprint, tmp_path / "counted.yaml", with_quantity)
+    assert regenerate(tmp_path, counted).returncode == 0
+    with GunicornServer(project, run, backend) as server:
+        assert wait_ready(server.url) == 200
+        huge = {**ORDERS[1], "quantity": 2**60 + 1}
+        assert http("POST", f"{server.url}/orders", huge).status == 201
+        assert http("POST", f"{server.url}/orders", {**ORDERS[2], "quantity": 7}).status == 201
+
+    def widened(document: dict) -> None:
+        document["components"][0]["config"]["fields"]["quantity"]["type"] = "number"
+
+    assert (
+        regenerate(tmp_path, changed_blueprint(counted, tmp_path / "w.yaml", widened)).returncode
+        == 0
+    )
+    applied = migrate(project, env)
+    assert applied.returncode == 3
+    assert (
+        "orders.quantity as a number (exact for integers up to 9007199254740992): 1 existing "
+        "row breaks it" in applied.stderr
+    ), applied.stderr
+    assert [row["quantity"] for row in rows(env, run / "data", "orders")] == [2**60 + 1, 7]
+
+
+def test_printing_the_sql_of_an_index_revision(shop, tmp_path):
+    """An index added to a table that holds rows: built CONCURRENTLY on PostgreSQL, outside
+    a transaction, in a revision of its own."""
+    project, blueprint = shop
+
+    def indexed(document: dict) -> None:
+        document["components"][0]["config"]["fields"]["customer"]["index"] = True
+
+    assert (
+        regenerate(tmp_path, changed_blueprint(blueprint, tmp_path / "i.yaml", indexed)).returncode
+        == 0
+    )
+    printed = migrate(project, {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}, "--sql")
+    assert printed.returncode == 0, printed.stderr
+    text = printed.stdout
+    assert "Running upgrade 0001 -> 0002" in text
+    index = (
+        'CREATE INDEX CONCURRENTLY IF NOT EXISTS "orders_customer_index" ON "orders" ("customer")'
+    )
+    assert index in text
+    assert text.rindex("COMMIT", 0, text.index(index)) > text.index("Running upgrade 0001 -> 0002")
+
+
+def test_an_index_an_interrupted_build_left_invalid_is_built_again(
+    shop, tmp_path, postgres_database
+):
+    """CREATE INDEX CONCURRENTLY that fails or is interrupted leaves an invalid index, which
+    IF NOT EXISTS would take for done: the migration drops it and builds it again."""
+    project, blueprint = shop
+    env = {"DATABASE_URL": postgres_database}
+    assert migrate(project, env).returncode == 0
+    connection = connect(env, tmp_path)
+    cursor = connection.cursor()
+    cursor.execute('CREATE INDEX "orders_customer_index" ON "orders" ("customer")')
+    # What an interrupted build leaves: the index, marked invalid in the catalog.
+    index = "indexrelid = 'orders_customer_index'::regclass"
+    cursor.execute(f"UPDATE pg_index SET indisvalid = false WHERE {index}")
+    valid = f"SELECT indisvalid FROM pg_index WHERE {index}"
+    cursor.execute(valid)
+    assert cursor.fetchone() == (False,)
+
+    def indexed(document: dict) -> None:
+        document["components"][0]["config"]["fields"]["customer"]["index"] = True
+
+    assert (
+        regenerate(tmp_path, changed_blueprint(blueprint, tmp_path / "i.yaml", indexed)).returncode
+        == 0
+    )
+    applied = migrate(project, env)
+    assert applied.returncode == 0, applied.stderr
+    cursor.execute(valid)
+    assert cursor.fetchone() == (True,)
+    connection.close()

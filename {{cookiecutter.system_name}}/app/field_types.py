@@ -53,7 +53,9 @@ Value = Any
 Convert = Callable[[Any], Any]
 
 # Options every type takes, and what the other options mean in JSON Schema.
-COMMON_OPTIONS = frozenset({"type", "required", "default", "unique", "description", "example"})
+COMMON_OPTIONS = frozenset(
+    {"type", "required", "default", "unique", "index", "renamed_from", "description", "example"}
+)
 TEXT_OPTIONS = frozenset({"min_length", "max_length", "pattern"})
 RANGE_OPTIONS = frozenset({"minimum", "maximum"})
 _KEYWORDS = {
@@ -66,6 +68,19 @@ _KEYWORDS = {
     "description": "description",
     "default": "default",
 }
+
+
+# Options the database enforces or keeps, beside the column's type: required as NOT NULL, the
+# checked ones as one named CHECK constraint each (app/persistence/sql.py words them), unique
+# and index as indexes, default as the column's default. A pattern is checked by the service
+# alone (its regular expressions are ECMA-262's, not the database's).
+CHECKED_OPTIONS = ("enum", "minimum", "maximum", "min_length", "max_length")
+DATABASE_OPTIONS = ("type", "required", "default", "unique", "index", *CHECKED_OPTIONS)
+# Type changes a migration makes, keeping every stored value: {from: (to, ...)}. Any other
+# is refused when the blueprint is generated.
+WIDER_TYPES = {"integer": ("number",), "string": ("text",), "email": ("string", "text")}
+# Integers above this lose digits as a number (a double): widening refuses a column holding one.
+LARGEST_EXACT_DOUBLE = 2**53
 
 
 def unchanged(value: Any) -> Any:
@@ -588,7 +603,7 @@ TYPES: dict[str, FieldType] = {
         FieldType(
             "json",
             _schema({}),
-            COMMON_OPTIONS - {"unique"},
+            COMMON_OPTIONS - {"unique", "index"},
             _sql("JSONB", "TEXT"),
             lambda name, spec, index: {"sample": index, "tags": ["a", "b"]},
             writers={"postgresql": _postgres_json, "sqlite": lambda spec: _unless_none(json.dumps)},

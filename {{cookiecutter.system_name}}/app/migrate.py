@@ -210,6 +210,8 @@ def upgrade_in_a_child_process(database_url: str) -> None:
         return
     error = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
     if result.returncode == REFUSED_EXIT_STATUS:
+        from .persistence.errors import MigrationRefused
+
         raise MigrationRefused(error.removeprefix("error: "))
     raise RuntimeError(error.removeprefix("error: "))
 
@@ -232,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from sqlalchemy.exc import SQLAlchemyError
 
+    from .persistence.errors import MigrationRefused
     from .persistence.errors import first_line
 
     try:
@@ -245,10 +248,6 @@ def main(argv: list[str] | None = None) -> int:
     done = f"the database is at revision {EXPECTED_REVISION}"
     print(f"applied {', '.join(applied)}; {done}" if applied else f"nothing to apply; {done}")
     return 0
-
-
-class MigrationRefused(Exception):
-    """A revision cannot be applied as it stands (the message says why and what to do)."""
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import TypeVar
 from .. import deadline
 from ..settings import Settings
 from .errors import DeadlineExceeded
+from .errors import MigrationRefused
 from .errors import SchemaBehind
 from .errors import first_line
 from .sql import Dialect
@@ -130,7 +131,7 @@ class SchemaRevision:
                     self._state = "applied"
                     return
                 migrate.upgrade_in_a_child_process(self._url)
-            except migrate.MigrationRefused as refusal:
+            except MigrationRefused as refusal:
                 self._state = f"refused: {refusal}"
                 log.error("schema migrations refused: %s", refusal)
                 return

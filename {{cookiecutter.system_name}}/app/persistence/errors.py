@@ -52,3 +52,8 @@ class InvalidValue(StorageError):
 
 class IdempotencyKeyReused(StorageError):
     """An Idempotency-Key already created a record from a different request body (409)."""
+
+
+class MigrationRefused(Exception):
+    """A revision cannot be applied as it stands: existing rows break a constraint it adds,
+    for one (the message says why and what to do)."""

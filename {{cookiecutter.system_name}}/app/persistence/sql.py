@@ -8,14 +8,18 @@ is why they carry `nosec B608` (bandit cannot see that).
 
 from __future__ import annotations
 
+import json
+import math
 import zlib
 from abc import ABC
 from abc import abstractmethod
 from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+from ..field_types import CHECKED_OPTIONS
 from ..field_types import IDENTIFIER
 from ..field_types import INTERNAL_COLUMNS
 from ..field_types import SYSTEM_COLUMNS
@@ -39,6 +43,29 @@ def index_name(table: str, column: str, suffix: str = "") -> str:
     if len(name) <= 63:
         return name
     return f"{name[:54]}_{zlib.crc32(name.encode()):08x}"
+
+
+def sql_literal(value: Any) -> str:
+    """A constant as SQL text, for the statements that take no parameters: a column's
+    DEFAULT and the values of a CHECK constraint (standard quoting: ' doubled)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str) and "\x00" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    raise ValueError(f"no SQL constant for {value!r}")
+
+
+def constraint_name(table: str, column: str, option: str) -> str:
+    """The name of what enforces one option of a field: a CHECK constraint for a checked
+    option, an index for `index`, a unique index for `unique` (table_column_key, as
+    PostgreSQL names a UNIQUE column's)."""
+    return index_name(table, column, "key" if option == "unique" else option)
 
 
 def utc_now() -> datetime:
@@ -73,6 +100,28 @@ class Dialect:
     def reader(self, spec: dict) -> Callable[[Any], Any]:
         """Database value -> JSON value."""
         return TYPES[spec["type"]].reader(self.name, spec)
+
+    def literal(self, spec: dict, value: Any) -> str:
+        """A field's value as an SQL constant of its column."""
+        if spec["type"] == "json":
+            return sql_literal(json.dumps(value, ensure_ascii=False))
+        return sql_literal(self.writer(spec)(value))
+
+    def check(self, option: str, column: str, spec: dict) -> str | None:
+        """The CHECK expression of one of a field's CHECKED_OPTIONS; None when the database
+        cannot check it (a decimal's range on SQLite, which keeps decimals as text)."""
+        name = quote(column)
+        value = spec[option]
+        if option == "enum":
+            return f"{name} IN ({', '.join(self.literal(spec, item) for item in value)})"
+        if option in ("min_length", "max_length"):
+            length = "char_length" if self.postgres else "length"
+            operator = ">=" if option == "min_length" else "<="
+            return f"{length}({name}) {operator} {int(value)}"
+        if spec["type"] == "decimal" and not self.postgres:
+            return None
+        operator = ">=" if option == "minimum" else "<="
+        return f"{name} {operator} {self.literal(spec, value)}"
 
 
 class Table(ABC):
@@ -119,9 +168,15 @@ class Table(ABC):
             f'WHERE "idempotency_key" = {p}'
         )
 
-    def create_statements(self) -> list[str]:
-        """The table and its idempotency-key index, as a new table has them (IF NOT EXISTS:
-        a migration that adopts an older table adds what it lacks column by column)."""
+    def create_statements(self, extra_columns: tuple[str, ...] = ()) -> list[str]:
+        """The table as the blueprint describes it, and its indexes (IF NOT EXISTS: a
+        migration that adopts an older table adds what it lacks). extra_columns: column
+        definitions kept beside the fields (a removed field's column, rebuilding a table)."""
+        return [self.create_table_statement(extra_columns), *self.index_statements()]
+
+    def create_table_statement(self, extra_columns: tuple[str, ...] = (), name: str = "") -> str:
+        """CREATE TABLE of the table, or of a table `name` defined like it (the copy that
+        rebuilding a table fills)."""
         d = self.dialect
         columns = [
             f'"id" {d.id_column}',
@@ -129,25 +184,69 @@ class Table(ABC):
             f'"created_at" {d.timestamp} NOT NULL',
             f'"updated_at" {d.timestamp} NOT NULL',
             *(self.column_definition(column) for column in INTERNAL_COLUMNS),
+            *extra_columns,
+            *(
+                f"CONSTRAINT {quote(constraint)} CHECK ({check})"
+                for column in self.columns
+                for constraint, check in self.checks(column).items()
+            ),
         ]
+        return f"CREATE TABLE IF NOT EXISTS {quote(name or self.name)} ({', '.join(columns)})"
+
+    def index_statements(self, concurrently: bool = False) -> list[str]:
+        """The table's indexes: the idempotency key's, and each unique or indexed field's."""
         index = quote(index_name(self.name, "idempotency_key"))
         return [
-            f"CREATE TABLE IF NOT EXISTS {self.quoted} ({', '.join(columns)})",
             # Partial: a POST without a key (most of them) updates no index for it.
             f'CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {self.quoted} ("idempotency_key") '
             'WHERE "idempotency_key" IS NOT NULL',
+            *(
+                statement
+                for column in self.columns
+                for statement in self.field_index_statements(column, concurrently)
+            ),
         ]
 
-    def column_definition(self, column: str, with_unique: bool = True) -> str:
-        """A column as CREATE TABLE declares it: a field's, or an internal TEXT column
-        (ALTER TABLE ADD COLUMN cannot add UNIQUE in SQLite: a unique index does that)."""
+    def field_index_statements(self, column: str, concurrently: bool = False) -> list[str]:
+        """A field's unique index (its unique option) and plain index (its index option)."""
+        spec = self.specs[column]
+        statements = []
+        if spec.get("unique"):
+            name = quote(constraint_name(self.name, column, "unique"))
+            statements.append(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {name} ON {self.quoted} ({quote(column)})"
+            )
+        if spec.get("index"):
+            name = quote(constraint_name(self.name, column, "index"))
+            how = "CONCURRENTLY " if concurrently else ""
+            statements.append(
+                f"CREATE INDEX {how}IF NOT EXISTS {name} ON {self.quoted} ({quote(column)})"
+            )
+        return statements
+
+    def column_definition(self, column: str) -> str:
+        """A column as CREATE TABLE declares it: a field's (its type, NOT NULL when
+        required, its default), or an internal TEXT column."""
         if column in INTERNAL_COLUMNS:
             return f"{quote(column)} TEXT"
         spec = self.specs[column]
         definition = f"{quote(column)} {self.dialect.column_type(spec)}"
-        if with_unique and spec.get("unique"):
-            definition += " UNIQUE"
+        if spec.get("required"):
+            definition += " NOT NULL"
+        if spec.get("default") is not None:
+            definition += f" DEFAULT {self.dialect.literal(spec, spec['default'])}"
         return definition
+
+    def checks(self, column: str) -> dict[str, str]:
+        """{constraint name: CHECK expression} of a field: one per checked option it has,
+        named table_column_option."""
+        spec = self.specs[column]
+        found = {}
+        for option in CHECKED_OPTIONS:
+            check = self.dialect.check(option, column, spec) if option in spec else None
+            if check is not None:
+                found[constraint_name(self.name, column, option)] = check
+        return found
 
     def update_sql(self, columns: list[str]) -> str:
         p = self.dialect.placeholder
