@@ -501,9 +501,8 @@ def test_printing_the_sql_of_an_index_revision(shop, tmp_path):
     assert printed.returncode == 0, printed.stderr
     text = printed.stdout
     assert "Running upgrade 0001 -> 0002" in text
-    index = (
-        'CREATE INDEX CONCURRENTLY IF NOT EXISTS "orders_customer_index" ON "orders" ("customer")'
-    )
+    index = 'CREATE INDEX CONCURRENTLY IF NOT EXISTS "orders_customer_index" ON "orders" '
+    index += '("customer", "id")'
     assert index in text
     assert text.rindex("COMMIT", 0, text.index(index)) > text.index("Running upgrade 0001 -> 0002")
 
@@ -518,7 +517,7 @@ def test_an_index_an_interrupted_build_left_invalid_is_built_again(
     assert migrate(project, env).returncode == 0
     connection = connect(env, tmp_path)
     cursor = connection.cursor()
-    cursor.execute('CREATE INDEX "orders_customer_index" ON "orders" ("customer")')
+    cursor.execute('CREATE INDEX "orders_customer_index" ON "orders" ("customer", "id")')
     # What an interrupted build leaves: the index, marked invalid in the catalog.
     index = "indexrelid = 'orders_customer_index'::regclass"
     cursor.execute(f"UPDATE pg_index SET indisvalid = false WHERE {index}")

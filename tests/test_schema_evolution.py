@@ -327,47 +327,58 @@ def test_five_blueprint_versions_keep_every_row_while_the_service_runs(
     manual = {**backend, "MIGRATE_ON_START": "false"}
     figures: dict[str, object] = {"backend": "postgresql" if backend else "sqlite"}
 
-    with Traffic() as traffic:
-        # Version 1, migrated by hand like every later one.
-        server = GunicornServer(project, run, manual, because=NOT_MIGRATING).start()
-        assert migrate(project, env).returncode == 0
-        assert wait_ready(server.url) == 200
-        traffic.url = server.url
-        traffic.settle(20)
-        current = blueprint
-        for version, change in enumerate(VERSIONS, start=2):
-            # New code, deployed: regenerate, then restart with it.
-            current = changed_blueprint(current, tmp_path / f"v{version}.yaml", change)
-            server.stop()
-            traffic.url = None
-            result = regenerate(tmp_path, current)
-            assert result.returncode == 0, result.stderr
-            plan = result.stdout.splitlines()
-            for line in PLANNED[version]:
-                assert line in plan, (line, plan)
-            before = {row["id"]: row for row in rows(env, data, table_of(version - 1))}
-            server = GunicornServer(project, run, manual, because=NOT_MIGRATING).start()
-            traffic.version, traffic.url = version, server.url
-            # The database is behind the new code: not ready, and every request 503, never 500.
-            ready = http("GET", f"{server.url}/ready")
-            assert ready.status == 503, ready.body
-            assert "python -m app.migrate" in ready.body.decode()
-            unavailable = traffic.unavailable
-            time.sleep(0.5)  # the writer and the reader meet the database behind the code
-            applied = migrate(project, env)
-            assert applied.returncode == 0, applied.stderr
+    servers: list[GunicornServer] = []
+
+    def deploy() -> GunicornServer:
+        """The current code, started as its README says (migrations run by hand)."""
+        servers.append(GunicornServer(project, run, manual, because=NOT_MIGRATING).start())
+        return servers[-1]
+
+    try:
+        with Traffic() as traffic:
+            # Version 1, migrated by hand like every later one.
+            server = deploy()
+            assert migrate(project, env).returncode == 0
             assert wait_ready(server.url) == 200
-            figures[f"v{version} requests answered 503 while behind"] = (
-                traffic.unavailable - unavailable
-            )
-            figures[f"v{version} migration"] = applied.stdout.strip()
+            traffic.url = server.url
             traffic.settle(20)
-            after = {row["id"]: row for row in rows(env, data, table_of(version))}
-            for row_id, row in before.items():
-                expected = carried(version, row)
-                assert same_values(expected, after[row_id]), (version, expected, after[row_id])
-            figures[f"v{version} rows kept"] = len(before)
-        server.stop()
+            current = blueprint
+            for version, change in enumerate(VERSIONS, start=2):
+                # New code, deployed: regenerate, then restart with it.
+                current = changed_blueprint(current, tmp_path / f"v{version}.yaml", change)
+                server.stop()
+                traffic.url = None
+                result = regenerate(tmp_path, current)
+                assert result.returncode == 0, result.stderr
+                plan = result.stdout.splitlines()
+                for line in PLANNED[version]:
+                    assert line in plan, (line, plan)
+                before = {row["id"]: row for row in rows(env, data, table_of(version - 1))}
+                server = deploy()
+                traffic.version, traffic.url = version, server.url
+                # The database is behind the new code: not ready, and every request 503, never 500.
+                ready = http("GET", f"{server.url}/ready")
+                assert ready.status == 503, ready.body
+                assert "python -m app.migrate" in ready.body.decode()
+                unavailable = traffic.unavailable
+                time.sleep(0.5)  # the writer and the reader meet the database behind the code
+                applied = migrate(project, env)
+                assert applied.returncode == 0, applied.stderr
+                assert wait_ready(server.url) == 200
+                figures[f"v{version} requests answered 503 while behind"] = (
+                    traffic.unavailable - unavailable
+                )
+                figures[f"v{version} migration"] = applied.stdout.strip()
+                traffic.settle(20)
+                after = {row["id"]: row for row in rows(env, data, table_of(version))}
+                for row_id, row in before.items():
+                    expected = carried(version, row)
+                    assert same_values(expected, after[row_id]), (version, expected, after[row_id])
+                figures[f"v{version} rows kept"] = len(before)
+            server.stop()
+    finally:
+        for server in servers:
+            server.stop()
     assert not traffic.errors, traffic.errors
     assert not [status for status in traffic.statuses if status >= 500 and status != 503], (
         traffic.statuses
