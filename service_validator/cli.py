@@ -82,6 +82,7 @@ def _dynamic(run: Run, project: Path, arguments: argparse.Namespace, work: Path)
     if arguments.database_url:
         env["DATABASE_URL"] = arguments.database_url
     graceful_timeout = float(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+    drain_seconds = float(os.environ.get("DRAIN_SECONDS", "5"))
     server = GunicornServer(project, work / "server", env)
     started = run.check("dynamic", "start", lambda: _start(server), always=True)
     if started is None or not started.passed:
@@ -121,7 +122,7 @@ def _dynamic(run: Run, project: Path, arguments: argparse.Namespace, work: Path)
         run.check(
             "dynamic",
             "graceful-shutdown",
-            lambda: dynamic_checks.graceful_shutdown(server, graceful_timeout),
+            lambda: dynamic_checks.graceful_shutdown(server, graceful_timeout, drain_seconds),
         )
     finally:
         server.stop()

@@ -278,15 +278,18 @@ def metrics_count(server: GunicornServer, rounds: int = 25, per_round: int = 40)
 
 
 def graceful_shutdown(
-    server: GunicornServer, graceful_timeout: float, connections: int = 16
+    server: GunicornServer, graceful_timeout: float, drain_seconds: float, connections: int = 16
 ) -> Passed:
-    """SIGTERM while requests are in flight: every request the service received is answered,
-    and the master exits cleanly within graceful_timeout.
+    """SIGTERM while requests are in flight: /ready answers 503 at once (the instance drains)
+    while every request is still answered for drain_seconds, every request the service
+    received is answered, and the master exits cleanly within drain_seconds +
+    graceful_timeout.
 
     Each request carries its own X-Request-ID. A connection dropped without an answer counts as
     lost if the service logged that request id; if it did not, the connection was still in the
     kernel's listen queue when the listener closed and never reached the application: those are
-    reported separately (a load balancer must stop routing first, e.g. on /ready or preStop).
+    reported separately (what the drain gives a load balancer time to avoid: it stops routing
+    on the first 503 of /ready).
     """
     stop = threading.Event()
     lock = threading.Lock()
@@ -294,6 +297,9 @@ def graceful_shutdown(
     answered: list[str] = []
     unanswered: list[str] = []
     tally = {"refused": 0, "non_200": 0}
+    not_ready_after: list[float] = []
+    terminated = threading.Event()
+    started = 0.0
 
     def client() -> None:
         while not stop.is_set():
@@ -307,7 +313,7 @@ def graceful_shutdown(
                 time.sleep(0.01)
                 continue
             try:
-                connection.request("GET", "/ready", headers={"X-Request-ID": request_id})
+                connection.request("GET", "/health", headers={"X-Request-ID": request_id})
                 response = connection.getresponse()
                 response.read()
                 with lock:
@@ -319,14 +325,30 @@ def graceful_shutdown(
             finally:
                 connection.close()
 
+    def readiness() -> None:
+        """How soon after SIGTERM /ready says 503: what a balancer's health check sees."""
+        terminated.wait(60)
+        for _ in range(int(max(drain_seconds, 1) * 20)):
+            try:
+                status = http("GET", f"{server.url}/ready", timeout=2).status
+            except OSError:
+                return
+            if status == 503:
+                not_ready_after.append(time.monotonic() - started)
+                return
+            time.sleep(0.05)
+
     threads = [threading.Thread(target=client, daemon=True) for _ in range(connections)]
+    threads.append(threading.Thread(target=readiness, daemon=True))
     for thread in threads:
         thread.start()
     time.sleep(1.0)
     started = time.monotonic()
     server.terminate()
+    terminated.set()
+    limit = drain_seconds + graceful_timeout
     try:
-        code = server.process.wait(graceful_timeout + 5)
+        code = server.process.wait(limit + 5)
     except subprocess.TimeoutExpired:
         code = None
     took = time.monotonic() - started
@@ -344,9 +366,14 @@ def graceful_shutdown(
         "non_200": tally["non_200"],
         "exit_code": code,
         "exit_seconds": round(took, 2),
+        "not_ready_after_seconds": round(not_ready_after[0], 2) if not_ready_after else None,
     }
-    if code is None or took > graceful_timeout:
-        raise CheckFailed(f"no exit within graceful_timeout {graceful_timeout}s", measurements)
+    if code is None or took > limit:
+        raise CheckFailed(
+            f"no exit within DRAIN_SECONDS + graceful timeout ({limit:g} s)", measurements
+        )
+    if drain_seconds > 0 and not (not_ready_after and not_ready_after[0] < 1):
+        raise CheckFailed("/ready did not answer 503 within 1 s of SIGTERM", measurements)
     if code != 0 or lost or tally["non_200"]:
         raise CheckFailed(
             f"exit {code}; {len(lost)} received request(s) left unanswered, "
@@ -354,8 +381,9 @@ def graceful_shutdown(
             measurements,
         )
     return Passed(
-        f"exit 0 in {took:.2f}s (limit {graceful_timeout:.0f}s); {len(answered)} answered, "
-        f"0 received and lost; {queued} reset in the listen queue, {tally['refused']} refused "
-        "after the listener closed",
+        f"/ready 503 {not_ready_after[0] if not_ready_after else '-'}s after SIGTERM; exit 0 in "
+        f"{took:.2f}s (limit {limit:g}s); {len(answered)} answered, 0 received and lost; "
+        f"{queued} reset in the listen queue, {tally['refused']} refused after the listener "
+        "closed",
         measurements,
     )

@@ -106,13 +106,14 @@ class GunicornServer:
         because: str | None = None,
         base_env: dict[str, str] | None = None,
         command: list[str] | None = None,
+        port: int | None = None,
     ) -> None:
         others = sorted(set(env or {}) - DEPLOYMENT_SETTINGS)
         if others and not because:
             named = ", ".join(others)
             raise ValueError(f"{named}: beyond a deployment's choices, say why (because=...)")
         self.project_dir = Path(project_dir)
-        self.port = free_port()
+        self.port = port or free_port()  # a port of its own; an instance restarted keeps it
         self.url = f"http://127.0.0.1:{self.port}"
         work_dir.mkdir(parents=True, exist_ok=True)
         self.stdout_path = work_dir / "gunicorn.out"

@@ -29,6 +29,7 @@ if os.environ.get(_METRICS_DIR_OWNER) != str(os.getpid()):
     os.environ[_METRICS_DIR_OWNER] = str(os.getpid())
     atexit.register(_remove_metrics_dir)
 
+from app import lifecycle  # noqa: E402  (imported in the master: its mark is shared)
 from app.settings import ConfigError  # noqa: E402  (after the metrics directory is set)
 from app.settings import check_request_timeout  # noqa: E402
 from app.settings import load_server_settings  # noqa: E402
@@ -95,6 +96,12 @@ if _server.control_socket:
 # Heartbeat files in memory, not on a possibly slow container disk (Gunicorn's own advice;
 # the files hold no data, hence nosec).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # nosec B108
+
+
+# On SIGTERM, DRAIN_SECONDS (default 5) of answering /ready with 503 while still serving,
+# then the graceful stop: a load balancer takes the instance out before it stops listening.
+def when_ready(server):
+    lifecycle.drain_on_term(server, _server.drain_seconds)
 
 
 def child_exit(server, worker):

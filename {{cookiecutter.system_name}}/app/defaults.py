@@ -19,3 +19,7 @@ VERSION = "0.1.0"  # of a system whose blueprint names none
 # Many instances, and migrations that take long, run `python -m app.migrate` as a job before
 # the rollout and set MIGRATE_ON_START=false (README: Changing a blueprint).
 MIGRATE_ON_START = True
+# Seconds an instance keeps serving after SIGTERM while /ready answers 503, so that a load
+# balancer's health check (haproxy: 2 failures 1 s apart) or Kubernetes' endpoint update
+# takes it out before it stops listening (app/lifecycle.py).
+DRAIN_SECONDS = 5

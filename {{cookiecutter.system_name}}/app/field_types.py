@@ -207,6 +207,12 @@ def _isoformat(value: Any) -> Any:
     return value.isoformat() if isinstance(value, (date, datetime)) else value
 
 
+def _utc_isoformat(value: Any) -> Any:
+    """A TIMESTAMPTZ as read, in UTC whatever the session's time zone (a pooler in front of
+    PostgreSQL takes no per-connection settings)."""
+    return value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
+
+
 def _postgres_json(spec: dict) -> Convert:
     from psycopg2.extras import Json  # only a PostgreSQL service loads psycopg2
 
@@ -578,7 +584,7 @@ TYPES: dict[str, FieldType] = {
             _sql("TIMESTAMPTZ", "TEXT"),
             lambda name, spec, index: f"2024-01-{index + 10:02d}T12:30:00+00:00",
             writers=_in_both(lambda spec: _to_utc_text),
-            readers={"postgresql": lambda spec: _isoformat},
+            readers={"postgresql": lambda spec: _utc_isoformat},
             parse_filter=lambda text: datetime.fromisoformat(text).isoformat(),
         ),
         FieldType(

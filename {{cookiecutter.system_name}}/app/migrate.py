@@ -84,8 +84,14 @@ def sqlalchemy_url(database_url: str | None, sqlite_path: Path) -> str:
     return f"sqlite:///{sqlite_path}"
 
 
-def upgrade(url: str, *, sql: bool = False, out: TextIO = sys.stdout) -> list[str]:
-    """Apply the pending revisions (or print their SQL); return those applied."""
+def upgrade(
+    url: str, *, sql: bool = False, out: TextIO = sys.stdout, transaction_pooler: bool = False
+) -> list[str]:
+    """Apply the pending revisions (or print their SQL); return those applied.
+
+    transaction_pooler: PostgreSQL is reached through a pooler in transaction mode (PgBouncer),
+    where a lock held by a session may be taken on one server connection and released on
+    another: the lock is then one of the migration's transaction (pg_advisory_xact_lock)."""
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
@@ -100,17 +106,21 @@ def upgrade(url: str, *, sql: bool = False, out: TextIO = sys.stdout) -> list[st
         return []
     engine = _engine(url)
     try:
-        with _migration_lock(engine) as connection:
-            before = MigrationContext.configure(connection).get_current_revision()
-            connection.commit()
+        with _migration_lock(engine, transaction_pooler) as connection:
             config.attributes["connection"] = connection
+            if transaction_pooler:
+                config.attributes["transaction_lock"] = _lock_key(engine)
             command.upgrade(config, "head")
             connection.commit()
             after = MigrationContext.configure(connection).get_current_revision()
             connection.commit()
     finally:
         engine.dispose()
-    return _between(before, after)
+    return _between(config.attributes.get("revision_before"), after)
+
+
+def _lock_key(engine) -> int:
+    return zlib.crc32(f"{engine.url.database} schema migrations".encode())
 
 
 def _current_revision(url: str, out: TextIO) -> str | None:
@@ -163,15 +173,18 @@ def _between(before: str | None, after: str | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def _migration_lock(engine) -> Iterator[object]:
-    """A connection that alone may migrate this database until it is released."""
+def _migration_lock(engine, transaction_pooler: bool = False) -> Iterator[object]:
+    """A connection that alone may migrate this database until it is released (behind a
+    transaction pooler, migrations/env.py takes the lock in the migration's transaction)."""
     from sqlalchemy import text
 
     if engine.dialect.name == "sqlite":
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
     with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
-            key = zlib.crc32(f"{engine.url.database} schema migrations".encode())
+        if engine.dialect.name == "postgresql" and transaction_pooler:
+            yield connection
+        elif engine.dialect.name == "postgresql":
+            key = _lock_key(engine)
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
             connection.commit()
             try:
@@ -238,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     from .persistence.errors import first_line
 
     try:
-        applied = upgrade(url)
+        applied = upgrade(url, transaction_pooler=settings.transaction_pooler)
     except MigrationRefused as refusal:
         print(f"error: {refusal}; nothing was applied", file=sys.stderr)
         return REFUSED_EXIT_STATUS

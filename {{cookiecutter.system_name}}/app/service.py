@@ -16,6 +16,7 @@ from flask import Response
 from flask import current_app
 
 from . import deadline
+from . import lifecycle
 from .persistence import DeadlineExceeded
 from .persistence import StorageError
 from .probes import HEALTH_PATH
@@ -39,6 +40,8 @@ def health() -> Response:
 def ready() -> Response:
     """Readiness: every store answers a query within READY_TIMEOUT_MS and can write; 503
     names the stores that cannot, each with its reason."""
+    if lifecycle.draining():  # SIGTERM received: a balancer stops routing here
+        return _json({"status": "draining"}, 503)
     timeout_ms = current_app.config["SETTINGS"].ready_timeout_ms
     # Whether the database takes writes is asked once, whatever the number of stores on it.
     write_problem = functools.cache(current_app.extensions["database"].write_problem)

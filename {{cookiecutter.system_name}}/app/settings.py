@@ -70,6 +70,7 @@ class Settings:
     log_level: str
     api_keys: tuple[str, ...]
     migrate_on_start: bool
+    transaction_pooler: bool
     stores: dict[str, StoreSettings]
     endpoints: dict[str, EndpointSettings]
 
@@ -132,6 +133,7 @@ class ServerSettings:
     preload_app: bool
     access_log: str | None
     control_socket: str | None
+    drain_seconds: int
 
     @property
     def local_url(self) -> str:
@@ -172,6 +174,7 @@ def load_server_settings(environ: Mapping[str, str] = os.environ) -> ServerSetti
         preload_app=_boolean(environ, "GUNICORN_PRELOAD", False),
         access_log=environ.get("GUNICORN_ACCESS_LOG", "-") or None,
         control_socket=environ.get("GUNICORN_CONTROL_SOCKET") or None,
+        drain_seconds=_integer(environ, "DRAIN_SECONDS", defaults.DRAIN_SECONDS, 0, 3600),
     )
 
 
@@ -294,6 +297,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         log_level=log_level,
         api_keys=keys,
         migrate_on_start=_boolean(environ, "MIGRATE_ON_START", defaults.MIGRATE_ON_START),
+        transaction_pooler=_boolean(environ, "DB_TRANSACTION_POOLER", False),
         stores={
             name: StoreSettings(name, store["table"], store["fields"])
             for name, store in data["stores"].items()

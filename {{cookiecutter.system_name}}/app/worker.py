@@ -33,6 +33,7 @@ from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker
 
 from . import deadline
+from . import lifecycle
 from .probes import PROBE_PATHS
 from .settings import load_server_settings
 from .settings import load_settings
@@ -184,6 +185,13 @@ class RequestBufferingWorker(ThreadWorker):
             conn.read_in_full = True
         conn.data_ready = True
         return super().handle(conn)
+
+    def handle_request(self, req, conn: TConn):
+        if lifecycle.draining():
+            # Each response closes its connection: keep-alive clients reconnect, through the
+            # balancer, to an instance that is not going away.
+            self.max_keepalived = 0
+        return super().handle_request(req, conn)
 
     def finish_request(self, conn: TConn, fs) -> None:
         if isinstance(conn, BufferedConnection):

@@ -19,4 +19,10 @@ else:
     # One transaction for every pending revision: all of them are applied, or none.
     context.configure(connection=connection, transactional_ddl=True)
 with context.begin_transaction():
+    if connection is not None:
+        key = config.attributes.get("transaction_lock")
+        if key is not None:  # behind a transaction pooler: a lock of this transaction
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+        # Read under the lock: what this run finds, and so what it applies.
+        config.attributes["revision_before"] = context.get_context().get_current_revision()
     context.run_migrations()

@@ -192,6 +192,7 @@ def open_database(settings: Settings) -> Database:
             settings.request_timeout_ms,
             settings.system_name,
             migrate_on_start=settings.migrate_on_start,
+            transaction_pooler=settings.transaction_pooler,
         )
     sqlite_path = settings.sqlite_path
     if url and url.startswith("sqlite:///"):

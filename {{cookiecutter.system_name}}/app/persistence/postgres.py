@@ -217,6 +217,7 @@ class PostgresDatabase(Database):
         request_timeout_ms: int,
         name: str,
         migrate_on_start: bool = True,
+        transaction_pooler: bool = False,
     ) -> None:
         super().__init__()
         import psycopg2
@@ -227,7 +228,6 @@ class PostgresDatabase(Database):
         self._wait_s = request_timeout_ms / 1000  # outside a request (start-up)
         self._connect_arguments = {
             "dsn": url,
-            "options": f"-c statement_timeout={statement_timeout_ms} -c timezone=UTC",
             "application_name": name,
             # libpq counts whole seconds, at least 2.
             "connect_timeout": max(2, math.ceil(self._wait_s)),
@@ -236,6 +236,14 @@ class PostgresDatabase(Database):
             # Data sent but not acknowledged for this long: the connection is dead.
             "tcp_user_timeout": request_timeout_ms,
         }
+        # Each connection's statement timeout. A pooler in transaction mode (PgBouncer) hands
+        # a connection's statements to any of its server connections and refuses startup
+        # options: there the timeout must be the database role's own (ALTER ROLE ... SET
+        # statement_timeout), which each new connection checks instead.
+        self._statement_timeout_ms = statement_timeout_ms
+        self._transaction_pooler = transaction_pooler
+        if not transaction_pooler:
+            self._connect_arguments["options"] = f"-c statement_timeout={statement_timeout_ms}"
         self._pool = PerProcess(
             lambda: ConnectionPool(
                 self._connect, min_size, max_size, self._wait_s, self._watchdog.get()
@@ -299,7 +307,25 @@ class PostgresDatabase(Database):
         except self._psycopg2.OperationalError as exc:
             raise DatabaseUnavailable(first_line(exc)) from None
         connection.autocommit = True
+        if self._transaction_pooler:
+            self._check_role_timeout(connection)
         return connection
+
+    def _check_role_timeout(self, connection) -> None:
+        """Behind a transaction pooler, the statement timeout comes from the role: refuse a
+        connection whose server would let a statement run longer than configured."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'"
+            )
+            (found,) = cursor.fetchone()
+        if found != self._statement_timeout_ms:
+            connection.close()
+            raise DatabaseUnavailable(
+                f"statement_timeout is {found} ms for this role, DB_STATEMENT_TIMEOUT_MS "
+                f"{self._statement_timeout_ms}: behind a transaction pooler, run ALTER ROLE "
+                f"<role> SET statement_timeout = {self._statement_timeout_ms}"
+            )
 
     def _read_revision(self, pool: ConnectionPool | None = None) -> str | None:
         """The database's schema revision; None before its first migration."""
