@@ -80,6 +80,8 @@ class BlueprintExtension(Extension):
         environment.filters["blueprint_system_name"] = self.system_name
         environment.filters["blueprint_model"] = self.model
         environment.filters["blueprint_file"] = self.blueprint_file
+        environment.filters["blueprint_image_tag"] = self.image_tag
+        environment.filters["kubernetes_name"] = kubernetes_name
         environment.globals["template_dir"] = str(TEMPLATE_DIR)
         hooks_log = logging.getLogger("cookiecutter.hooks")
         if _HOOK_LOG_FILTER not in hooks_log.filters:
@@ -105,6 +107,10 @@ class BlueprintExtension(Extension):
             return ""
         return str(resolve_blueprint_path(path))
 
+    def image_tag(self, path: str, inline: object = None) -> str:
+        """The blueprint's system.version as a container image tag (which allows no "+")."""
+        return self.blueprint(path, inline).model["system"]["version"].replace("+", "_")
+
     def model(self, path: str, inline: object, system_name: str) -> str:
         """The checked, normalised model as JSON, named system_name, for the hook.
 
@@ -121,3 +127,9 @@ class BlueprintExtension(Extension):
             raise SystemExit(1)
         model = self.blueprint(path, inline).model
         return json.dumps({**model, "system": {**model["system"], "name": system_name}})
+
+
+def kubernetes_name(system_name: str) -> str:
+    """A system name as Kubernetes names its objects (DNS-1123: no "_"), short enough for the
+    suffixes the manifests add (-migrate, -dev, a ConfigMap's hash)."""
+    return system_name.replace("_", "-")[:55].rstrip("-")
