@@ -537,3 +537,31 @@ def test_an_index_an_interrupted_build_left_invalid_is_built_again(
     cursor.execute(valid)
     assert cursor.fetchone() == (True,)
     connection.close()
+
+
+def test_a_decimal_range_and_enum_are_the_blueprints_exactly(shop, tmp_path, postgres_database):
+    """A decimal's minimum, written in the blueprint as a YAML number (0.1), is checked by the
+    database as the decimal it says, not as the float it parses to (0.1000000000000000055);
+    so is its enum."""
+    project, blueprint = shop
+
+    def priced(document: dict) -> None:
+        fields = document["components"][0]["config"]["fields"]
+        fields["price"] = {"type": "decimal", "minimum": 0.1, "maximum": 99.9}
+        fields["discount"] = {"type": "decimal", "enum": ["0.1", "0.25"]}
+
+    assert (
+        regenerate(tmp_path, changed_blueprint(blueprint, tmp_path / "p.yaml", priced)).returncode
+        == 0
+    )
+    env = {"DATABASE_URL": postgres_database}
+    with GunicornServer(project, tmp_path / "run", env) as server:
+        assert wait_ready(server.url) == 200
+        for number, (price, discount) in enumerate([("0.10", "0.1"), ("99.90", "0.25")]):
+            order = {**ORDERS[1], "email": f"d{number}@example.org"}
+            created = http(
+                "POST", f"{server.url}/orders", {**order, "price": price, "discount": discount}
+            )
+            assert created.status == 201, created.body
+        refused = http("POST", f"{server.url}/orders", {**ORDERS[2], "price": "0.09"})
+        assert refused.status == 422

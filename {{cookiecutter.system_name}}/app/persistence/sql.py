@@ -105,6 +105,8 @@ class Dialect:
         """A field's value as an SQL constant of its column."""
         if spec["type"] == "json":
             return sql_literal(json.dumps(value, ensure_ascii=False))
+        if spec["type"] == "decimal":
+            value = str(value)  # 0.1 in a blueprint is the decimal 0.1, not the float's digits
         return sql_literal(self.writer(spec)(value))
 
     def check(self, option: str, column: str, spec: dict) -> str | None:
