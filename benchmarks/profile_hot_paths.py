@@ -47,10 +47,13 @@ EMAILS = itertools.count(1)  # unique emails across every caller of this process
 
 
 class Caller:
-    """Calls a WSGI app the way Gunicorn does, with a prebuilt environ; returns the status."""
+    """Calls a WSGI app the way Gunicorn does, with a prebuilt environ; returns the status.
+    `after(environ, status, headers)`, if given, runs once the body is consumed, as Gunicorn
+    writes its access line then."""
 
-    def __init__(self, app: WsgiApp) -> None:
+    def __init__(self, app: WsgiApp, after: Callable[[dict, str, list], Any] | None = None) -> None:
         self.app = app
+        self.after = after
 
     def __call__(self, method: str, path: str, body: bytes = b"") -> int:
         environ = {
@@ -75,12 +78,15 @@ class Caller:
             environ["CONTENT_TYPE"] = "application/json"
             environ["CONTENT_LENGTH"] = str(len(body))
         statuses = []
-        result = self.app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        result = self.app(environ, lambda *answer: statuses.append(answer))
         for _ in result:
             pass
         if hasattr(result, "close"):
             result.close()
-        return int(statuses[0][:3])
+        status, headers = statuses[0][:2]
+        if self.after is not None:
+            self.after(environ, status, headers)
+        return int(status[:3])
 
     def post_order(self) -> int:
         body = f'{{"customer": "bench", "email": "p{os.getpid()}-{next(EMAILS)}@x"}}'

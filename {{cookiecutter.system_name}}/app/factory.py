@@ -18,6 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import metrics
 from . import problems
 from . import service
+from . import tracing
 from .deadline import RequestDeadline
 from .endpoints import ENDPOINT_ROUTES
 from .logs import configure_logging
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os.environ) -> Flask:
     """Build the service. No database connection is opened here: each worker opens its own."""
     settings = settings or load_settings(environ)
+    traced = tracing.enabled(environ)  # OTEL_EXPORTER_OTLP_ENDPOINT, checked with the settings
     configure_logging(settings.log_level)
 
     app = Flask(__name__, static_folder=None)
@@ -60,6 +62,8 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         app.register_blueprint(routes)
     _allow_cross_origin(app, settings)
     metrics.install(app, settings.version)
+    if traced:  # off, nothing of OpenTelemetry is imported
+        tracing.instrument(app, settings)  # outermost: the request span covers the rest
     app.config["OPENAPI_JSON"] = json.dumps(build_document(settings))
 
     protected = [e.name for e in settings.endpoints.values() if e.auth == "api_key"]

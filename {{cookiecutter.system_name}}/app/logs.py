@@ -2,7 +2,10 @@
 
 Each line names the process that wrote it (pid). Each access line carries the request id
 (X-Request-ID, kept or generated), method, path, status and duration; the application's lines
-carry the request id of the request they belong to.
+carry the request id of the request they belong to. With tracing on (app.tracing), a line
+written during a span carries its trace_id and span_id, and an access line those of its
+request's span; with tracing off, or outside a span, the two keys are absent: the lines are
+then exactly as without tracing, and no OpenTelemetry code runs to write them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
 
@@ -19,6 +23,10 @@ from gunicorn.glogging import Logger as GunicornLogger
 from .middleware import request_id
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Set by app.tracing in a process that traces: the current span's (trace id, span id), or
+# None outside a span. None where nothing traces, so that each line costs one comparison.
+current_trace: Callable[[], tuple[str, str] | None] | None = None
+TRACE_KEY = "service.trace"  # in the WSGI environ: the request span's (trace id, span id)
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,6 +43,10 @@ class JsonFormatter(logging.Formatter):
         current_id = request_id()
         if current_id:
             line["request_id"] = current_id
+        if current_trace is not None:
+            ids = current_trace()
+            if ids is not None:
+                line["trace_id"], line["span_id"] = ids
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 line[key] = value
@@ -85,6 +97,10 @@ class JsonGunicornLogger(GunicornLogger):
             "duration_ms": round(request_time.total_seconds() * 1000, 3),
             "remote_addr": environ.get("REMOTE_ADDR"),
         }
+        if current_trace is not None:
+            ids = environ.get(TRACE_KEY)
+            if ids is not None:
+                line["trace_id"], line["span_id"] = ids
         _write_line(self.access_log, json.dumps(line))
 
 
