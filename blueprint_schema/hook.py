@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import migrations, regeneration
 from .diagnostics import BlueprintError
-from .generate import owned_files, write_project
+from .generate import custom_files, owned_files, write_project
 from .model import CheckedBlueprint, load_file
 from .regeneration import BLUEPRINT_COPY
 from .yaml_source import read_file
@@ -50,6 +50,7 @@ def check_before_writing(project_dir: str, context: dict, template_dir: str) -> 
     print(f"Regenerating {project.name}:")
     if record is None:
         print(f"  (no {regeneration.RECORD}: generated before the template kept a record)")
+    changes += _custom_module_changes(project, record.model if record else {}, model)
     for change in changes + files.changes or ([] if files.conflicts else ["  nothing changes"]):
         print(change)
     for revision in revisions:
@@ -88,6 +89,8 @@ def generate_into(project_dir: str, context: dict, template_dir: str) -> int:
     stale = sorted((record.files.keys() if record else set()) - owned)
     keep = {BLUEPRINT_COPY} if _describes(project / BLUEPRINT_COPY, model) else set()
     revisions = _next_revisions(project, record, model)  # checked before anything was written
+    for old, new in _carried(project, record.model if record else {}, model).items():
+        (project / old).rename(project / new)
     write_project(blueprint, project, keep=keep)
     for revision in revisions:
         for relative, text in revision.files().items():
@@ -101,6 +104,34 @@ def generate_into(project_dir: str, context: dict, template_dir: str) -> int:
     record_text = regeneration.Record(model, commit, files).dumps()
     regeneration.write_atomically(project / regeneration.RECORD, record_text)
     return 0
+
+
+def _carried(project: Path, old: dict, new: dict) -> dict[str, str]:
+    """The custom modules of renamed stores that move with them: where the old one exists
+    and the new one does not."""
+    return {
+        source: target
+        for source, target in regeneration.carried_custom_modules(old, new).items()
+        if (project / source).is_file() and not (project / target).exists()
+    }
+
+
+def _custom_module_changes(project: Path, old: dict, new: dict) -> list[regeneration.Change]:
+    """The plan's lines for app/custom/: modules written for new components, and those of
+    renamed stores, which move with them (or, when both exist, the old one left unused)."""
+    carried = _carried(project, old, new)
+    changes = [
+        regeneration.Change("rename", f"file {source} -> {target}", "your code, with its store")
+        for source, target in carried.items()
+    ]
+    for source, target in regeneration.carried_custom_modules(old, new).items():
+        if source not in carried and (project / source).is_file():
+            detail = f"no longer used: the renamed store uses {target}; move your code there"
+            changes.append(regeneration.Change("keep", f"file {source}", detail, breaking=True))
+    for path in sorted(custom_files(CheckedBlueprint(new)).keys() - set(carried.values())):
+        if not (project / path).exists():
+            changes.append(regeneration.Change("add", f"file {path}", "yours: written once"))
+    return changes
 
 
 def _next_revisions(

@@ -327,7 +327,9 @@ class _Change:
                         f"column and values are still in the database: add it back as {kept}, "
                         "or give the new field another name",
                     )
-                self._step("add_field", table, field)
+                default = spec.get("default")
+                words = "" if default is None else f" (existing rows get {_shown(default)})"
+                self._step("add_field", table, field, words=words)
                 columns[field] = spec["type"]
                 if spec.get("index"):
                     self.indexes.append(("create_index", (table, field)))

@@ -21,6 +21,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .service_modules import field_types
+
 RECORD = "generation.json"
 # What a render leaves that no generation owns: caches of tools run in the template checkout.
 _NOT_OWNED = frozenset({"__pycache__", ".ruff_cache", ".pytest_cache"})
@@ -169,8 +171,9 @@ def blueprint_changes(old: dict, new: dict) -> list[Change]:
     for name in sorted(old_endpoints.keys() - new_endpoints.keys()):
         path = old_endpoints[name]["path"]
         changes.append(Change("remove", f"endpoint {name}", path, breaking=True))
+    renamed = {name: source for name, source in sources.items() if name != source}
     for name in sorted(old_endpoints.keys() & new_endpoints.keys()):
-        changes += _endpoint_changes(name, old_endpoints[name], new_endpoints[name])
+        changes += _endpoint_changes(name, old_endpoints[name], new_endpoints[name], renamed)
     return changes
 
 
@@ -225,10 +228,16 @@ def _narrows(key: str, before: object, after: object) -> bool:
         return after > before  # type: ignore[operator]
     if key == "required":
         return bool(after)
+    if key == "type":  # a widening whose values are strings in JSON either way reads the same
+        same_json = {field_types.TYPES[t].schema({}).get("type") for t in (before, after)}
+        widened = after in field_types.WIDER_TYPES.get(before, ())  # type: ignore[arg-type]
+        return not (widened and same_json == {"string"})
     return key not in ("default", "description", "index")
 
 
-def _endpoint_changes(name: str, old: dict, new: dict) -> list[Change]:
+def _endpoint_changes(name: str, old: dict, new: dict, renamed: dict[str, str]) -> list[Change]:
+    """renamed: {store: its earlier name}: an endpoint that follows its store's rename serves
+    what it served."""
     changes = []
     for key in sorted(old.keys() | new.keys()):
         before, after = old.get(key), new.get(key)
@@ -243,7 +252,8 @@ def _endpoint_changes(name: str, old: dict, new: dict) -> list[Change]:
                 detail = f"operations {', '.join(removed)} no longer offered"
                 changes.append(Change("remove", f"endpoint {name}", detail, breaking=True))
             continue
-        breaking = key in ("path", "store", "auth") or (
+        follows_rename = key == "store" and renamed.get(after) == before  # type: ignore[arg-type]
+        breaking = (key in ("path", "store", "auth") and not follows_rename) or (
             key in ("page_size", "max_page_size") and after < before  # type: ignore[operator]
         )
         detail = f"{key} {_shown(before)} -> {_shown(after)}"
@@ -351,3 +361,14 @@ def cruft_state(context: dict, commit: str | None) -> str | None:
         "skip": [CUSTOM_DIR, MIGRATIONS_DIR],
     }
     return json.dumps(state, indent=2) + "\n"
+
+
+def carried_custom_modules(old: dict, new: dict) -> dict[str, str]:
+    """{app/custom/<old name>.py: app/custom/<new name>.py} of the stores renamed from the
+    old model to the new one (renamed_from): the user's code goes with its store."""
+    moves = {}
+    for name, store in new.get("stores", {}).items():
+        source = store.get("renamed_from")
+        if name not in old.get("stores", {}) and source in old.get("stores", {}):
+            moves[f"{CUSTOM_DIR}/{source}.py"] = f"{CUSTOM_DIR}/{name}.py"
+    return moves

@@ -235,6 +235,9 @@ def test_an_edited_file_of_a_removed_component_stops_regeneration(shop, tmp_path
         ("default", None, "x", False),
         ("index", None, True, False),
         ("type", "integer", "number", True),
+        ("type", "string", "text", False),
+        ("type", "email", "string", False),
+        ("type", "text", "string", True),
     ],
 )
 def test_changes_that_may_refuse_what_clients_sent_before_are_marked(key, before, after, breaking):
@@ -324,3 +327,42 @@ def test_the_command_run_inside_the_project_refuses_to_nest_one(shop):
     )
     assert "Traceback" not in result.stderr
     assert snapshot(project) == before  # no project made inside it
+
+
+def test_a_renamed_store_takes_its_custom_code_along(shop, tmp_path):
+    """The user's module of a store renamed with renamed_from moves with it (the plan says
+    so), and its rules keep applying to the renamed store's writes."""
+    from service_validator.server import GunicornServer, http
+
+    project, blueprint = shop
+    custom = project / "app" / "custom" / "orders.py"
+    custom.write_text(
+        custom.read_text().replace(
+            "    return record\n",
+            '    if record.get("customer") == "blocked":\n'
+            "        from app.problems import Problem\n\n"
+            '        raise Problem(422, "Unprocessable Content", "blocked customer")\n'
+            "    return record\n",
+        )
+    )
+    mine = custom.read_text()
+
+    def renamed(document: dict) -> None:
+        store = document["components"][0]
+        store["name"] = "purchases"
+        store["config"]["renamed_from"] = "orders"
+        document["components"][1]["config"]["store"] = "purchases"
+        document["bindings"] = [{"from": "orders_api", "to": "purchases"}]
+
+    result = regenerate(tmp_path, changed_blueprint(blueprint, tmp_path / "r.yaml", renamed))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "  rename file app/custom/orders.py -> app/custom/purchases.py: your code, with its store"
+        in result.stdout.splitlines()
+    ), result.stdout
+    assert not custom.exists()
+    assert (project / "app" / "custom" / "purchases.py").read_text() == mine
+    with GunicornServer(project, tmp_path / "run") as server:
+        body = {"customer": "blocked", "total": 1, "email": "b@example.org"}
+        refused = http("POST", f"{server.url}/orders", body)
+        assert refused.status == 422 and "blocked customer" in refused.body.decode()

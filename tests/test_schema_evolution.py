@@ -89,7 +89,7 @@ PLANNED = {
     2: [
         "  add    field orders.priority: integer",
         "  Migration 0002 (python -m app.migrate applies it):",
-        "    add column orders.notes",
+        '    add column orders.notes (existing rows get "none yet")',
         "    keep column orders.paid_at: no longer served, its values stay",
         "  Migration 0003 (python -m app.migrate applies it):",
         "    create index on orders.customer (on PostgreSQL CONCURRENTLY: reads and writes go on)",
@@ -427,3 +427,38 @@ def test_five_blueprint_versions_keep_every_row_while_the_service_runs(
         acknowledged=len(traffic.acknowledged),
         found=sum(1 for row_id in traffic.acknowledged if row_id in final),
     )
+
+
+def test_the_printed_sql_is_what_the_migration_applies_on_sqlite(shop, tmp_path):
+    """`python -m app.migrate --sql` on SQLite, whose rebuilt tables depend on what earlier
+    steps did: the printed SQL, run by sqlite3 on one copy of a database holding rows, leaves
+    the same tables and rows as the migration itself on another copy."""
+    import shutil
+
+    project, blueprint = shop
+    data = tmp_path / "data"
+    with GunicornServer(project, tmp_path / "run", {"DATA_DIR": str(data)}) as server:
+        assert wait_ready(server.url) == 200
+        for number in range(3):
+            body = payload(1, number)
+            assert http("POST", f"{server.url}/orders", body).status == 201
+    current = blueprint
+    for version, change in enumerate(VERSIONS[:2], start=2):  # additions, then renames
+        current = changed_blueprint(current, tmp_path / f"v{version}.yaml", change)
+        assert regenerate(tmp_path, current).returncode == 0
+    printed = migrate(project, {"DATA_DIR": str(data)}, "--sql")
+    assert printed.returncode == 0, printed.stderr
+    copies = {name: tmp_path / name for name in ("printed", "applied")}
+    for copy in copies.values():
+        copy.mkdir()
+        shutil.copy(data / "order_service.sqlite3", copy / "order_service.sqlite3")
+    connection = sqlite3.connect(copies["printed"] / "order_service.sqlite3", isolation_level=None)
+    connection.executescript(printed.stdout)
+    connection.close()
+    applied = migrate(project, {"DATA_DIR": str(copies["applied"])})
+    assert applied.returncode == 0, applied.stderr
+    made = {name: catalog({}, copy) for name, copy in copies.items()}
+    for part, found in made["applied"].items():
+        assert made["printed"][part] == found, set(made["printed"][part]) ^ set(found)
+    assert rows({}, copies["printed"], "purchases") == rows({}, copies["applied"], "purchases")
+    assert len(rows({}, copies["applied"], "purchases")) == 3

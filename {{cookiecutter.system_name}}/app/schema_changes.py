@@ -45,6 +45,8 @@ class Steps:
         data = json.loads(Path(script).with_suffix(".json").read_text(encoding="utf-8"))
         self._tables: dict[str, dict | None] = data["tables"]  # {table: fields, or None}
         self._before: dict[str, dict | None] = data.get("before") or {}
+        self._printed: dict[str, dict[str, tuple[str, str]]] = {}  # SQLite, printing SQL
+        self._columns: dict[str, dict[str, str]] = data.get("columns") or {}  # after it
         renamed = data.get("renamed") or {}
         self._renamed_tables: dict[str, str] = renamed.get("tables", {})  # {new: old}
         self._renamed_fields: dict[str, dict[str, str]] = renamed.get("fields", {})
@@ -152,13 +154,12 @@ class Steps:
         spec = made.specs[field]
         column = quote(field)
         retyped = made.dialect.column_type(old) != made.dialect.column_type(spec)
-        if old.get("type") == "integer" and spec["type"] != "integer":
-            exact = f"{table}.{field} as a number (exact for integers up to {LARGEST_EXACT_DOUBLE})"
-            self._refuse(made.quoted, [(exact, f"abs({column}) > {LARGEST_EXACT_DOUBLE}")])
         if not made.dialect.postgres:
             self._rebuild(made)
             return
         if retyped:
+            if old.get("type") == "integer":
+                self._refuse_inexact_numbers(made, field, made.quoted)
             sql_type = made.dialect.column_type(spec)
             op.execute(
                 f"ALTER TABLE {made.quoted} ALTER COLUMN {column} TYPE {sql_type} "
@@ -268,7 +269,7 @@ class Steps:
         used = {*served, *(earlier.get(column) for column in served)}
         kept = {
             name: definition
-            for name, definition in found.items()
+            for name, (_, definition) in found.items()
             if name not in used and name not in dropped
         }
         columns = [*served, *kept]
@@ -284,9 +285,15 @@ class Steps:
         rows = f"SELECT {selected} FROM {made.quoted}"  # nosec B608
         copy = index_name(made.name, "rebuilt")
         sequence = None
+        copied = f"({rows}) AS copied"
+        for field, source in zip(columns, sources, strict=False):
+            # An integer column made a number: a double keeps integers up to 2^53 exactly.
+            was = found.get(source.strip('"'), ("",))[0]
+            if was == "INTEGER" and made.specs.get(field, {}).get("type") == "number":
+                self._refuse_inexact_numbers(made, field, copied)
         for field in made.columns:
             everything = {*made.checks(field), "required", "unique"}
-            self._refuse_broken_rows(made, f"({rows}) AS copied", field, everything)
+            self._refuse_broken_rows(made, copied, field, everything)
         if not self._printing():
             sequence = (
                 op.get_bind()
@@ -306,6 +313,14 @@ class Steps:
             )
         for statement in made.index_statements():
             op.execute(statement)
+        if self._printing():  # what the next step printed works on
+            made_types = {name: made.dialect.column_type(spec) for name, spec in made.specs.items()}
+            self._printed[made.name] = {
+                name: (made_types[name], f"{quote(name)} {made_types[name]}")
+                if name in made_types
+                else found.get(name, ("TEXT", f"{quote(name)} TEXT"))
+                for name in columns
+            }
 
     @staticmethod
     def _new_value(made: Table, column: str) -> str:
@@ -332,6 +347,12 @@ class Steps:
             broken.append((f"unique index {index} (unique)", f"{column} IN ({duplicated})"))
         self._refuse(rows, broken)
 
+    def _refuse_inexact_numbers(self, made: Table, field: str, rows: str) -> None:
+        """Stop before an integer column becomes a number (a double) when one of its values
+        is beyond the integers a double keeps exactly."""
+        exact = f"{made.name}.{field} as a number (exact for integers up to {LARGEST_EXACT_DOUBLE})"
+        self._refuse(rows, [(exact, f"abs({quote(field)}) > {LARGEST_EXACT_DOUBLE}")])
+
     def _refuse(self, rows: str, broken: list[tuple[str, str]]) -> None:
         """Stop the migration when any of `rows` meets a condition of `broken`: (what it
         breaks, the condition), each named with how many rows break it."""
@@ -351,18 +372,40 @@ class Steps:
                 + "; change or remove those rows, or the blueprint, and migrate again"
             )
 
-    def _sqlite_columns(self, made: Table) -> dict[str, str]:
-        """{column: its definition} of the table as it is (as the revision before left it,
-        when printing SQL): kept columns are made again as they were."""
+    def _sqlite_columns(self, made: Table) -> dict[str, tuple[str, str]]:
+        """{column: (its type, its definition)} of the table as it is: kept columns are made
+        again as they were. Printing SQL, there is no table to ask: the columns are those
+        the revision before left (under their names then), as the steps printed so far
+        changed them."""
         if self._printing():
-            before = self._before.get(made.name) or {}
-            columns = ("id", *before, "created_at", "updated_at", *INTERNAL_COLUMNS)
-            return {name: quote(name) for name in columns}
+            if made.name not in self._printed:
+                old_table = self._renamed_tables.get(made.name, made.name)
+                before = make_table(old_table, self._before.get(old_table) or {}, made.dialect)
+                # Columns of fields removed earlier: those the database keeps after this
+                # revision that are no field of it.
+                kept = {
+                    column: made.dialect.column_type({"type": kind})
+                    for column, kind in self._columns.get(made.name, {}).items()
+                    if column not in made.specs
+                }
+                self._printed[made.name] = {
+                    name: (sql_type, f"{quote(name)} {sql_type}")
+                    for name, sql_type in (
+                        ("id", "INTEGER"),
+                        *((c, made.dialect.column_type(before.specs[c])) for c in before.columns),
+                        ("created_at", "TEXT"),
+                        ("updated_at", "TEXT"),
+                        *((c, "TEXT") for c in INTERNAL_COLUMNS),
+                        *kept.items(),
+                    )
+                }
+            return self._printed[made.name]
         found = {}
         for row in op.get_bind().exec_driver_sql(f"PRAGMA table_info({made.quoted})"):
             _, name, sql_type, _, default, _ = row
             definition = f"{quote(name)} {sql_type}".rstrip()
-            found[name] = definition + (f" DEFAULT {default}" if default is not None else "")
+            default_clause = f" DEFAULT {default}" if default is not None else ""
+            found[name] = (sql_type.upper(), definition + default_clause)
         return found
 
     # -- shared ------------------------------------------------------------------------------
@@ -390,11 +433,16 @@ class Steps:
         SQL for PostgreSQL, when the statement was printed). Its NOT NULL comes later
         (_constrain), once no row breaks it."""
         postgres = made.dialect.postgres
-        if not postgres and not self._printing() and self._has_column(made, column):
+        if not postgres and column in self._sqlite_columns(made):
             return False
         definition = made.column_definition(column).replace(" NOT NULL", "", 1)
         exists = " IF NOT EXISTS" if postgres else ""
         op.execute(f"ALTER TABLE {made.quoted} ADD COLUMN{exists} {definition}")
+        if not postgres and self._printing():
+            sql_type = (
+                made.dialect.column_type(made.specs[column]) if column in made.specs else "TEXT"
+            )
+            self._printed[made.name][column] = (sql_type, definition)
         return True
 
     @staticmethod
@@ -404,11 +452,6 @@ class Steps:
     @staticmethod
     def _exists(table: str) -> bool:
         return inspect(op.get_bind()).has_table(table)
-
-    @staticmethod
-    def _has_column(made: Table, column: str) -> bool:
-        inspector = inspect(op.get_bind())
-        return column in {found["name"] for found in inspector.get_columns(made.name)}
 
 
 def _field_names(
