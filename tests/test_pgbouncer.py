@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import pytest
 from conftest import cannot_run_here
-from test_faults import PROBLEM_JSON
+from test_faults import PROBLEM_JSON, list_a_locked_table
 from test_migrations import migrate
 
 from service_validator.server import GunicornServer, free_port, http
@@ -124,16 +124,7 @@ def test_the_service_runs_behind_pgbouncer_in_transaction_mode(
             body = {**order, "email": f"n{number}@example.org"}
             assert http("POST", f"{server.url}/orders", body).status == 201
         # The role's statement timeout cancels a statement stuck behind a lock: 504.
-        blocker = psycopg2.connect(postgres_database)
-        try:
-            with blocker.cursor() as cursor:
-                cursor.execute('LOCK TABLE "orders" IN ACCESS EXCLUSIVE MODE')
-                started = time.monotonic()
-                answer = http("GET", f"{server.url}/orders")
-                took = time.monotonic() - started
-        finally:
-            blocker.rollback()
-            blocker.close()
+        answer, took = list_a_locked_table(server, postgres_database)
         assert answer.status == 504 and answer.headers["Content-Type"] == PROBLEM_JSON
         assert took < 2, took
         assert http("GET", f"{server.url}/orders?customer=Ada").json()["items"]
