@@ -50,6 +50,8 @@ SETTINGS_ALLOWED_TO_DIFFER = {
     "child_exit",
     # The generated service starts applying pending schema migrations when a worker is up.
     "post_worker_init",
+    # The generated master drains on SIGTERM (app/lifecycle.py): nothing runs per request.
+    "when_ready",
 }
 
 
