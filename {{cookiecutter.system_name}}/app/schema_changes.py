@@ -273,23 +273,21 @@ class Steps:
             if name not in used and name not in dropped
         }
         columns = [*served, *kept]
-        sources = []
-        for column in columns:
-            if column in found:
-                sources.append(quote(column))
-            elif earlier.get(column) in found:
-                sources.append(quote(earlier[column]))  # renamed: its values, by the old name
-            else:
-                sources.append(self._new_value(made, column))
+        # Where each column's values come from: the column of that name, the old name of a
+        # renamed field, or (a new column) its default.
+        origins = {c: c if c in found else earlier.get(c) for c in columns}
+        sources = [
+            quote(origins[c]) if origins[c] in found else self._new_value(made, c) for c in columns
+        ]
         selected = ", ".join(f"{s} AS {quote(c)}" for s, c in zip(sources, columns, strict=True))
         rows = f"SELECT {selected} FROM {made.quoted}"  # nosec B608
         copy = index_name(made.name, "rebuilt")
         sequence = None
         copied = f"({rows}) AS copied"
-        for field, source in zip(columns, sources, strict=False):
+        for field in made.columns:
             # An integer column made a number: a double keeps integers up to 2^53 exactly.
-            was = found.get(source.strip('"'), ("",))[0]
-            if was == "INTEGER" and made.specs.get(field, {}).get("type") == "number":
+            was = found.get(origins[field], ("",))[0]
+            if was == "INTEGER" and made.specs[field]["type"] == "number":
                 self._refuse_inexact_numbers(made, field, copied)
         for field in made.columns:
             everything = {*made.checks(field), "required", "unique"}
