@@ -351,8 +351,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"{plan['seed_rows']} seeded rows",
             "- Gunicorn: 2 workers, started as the tests start them (gunicorn -c gunicorn.conf.py, "
             "a shell's environment and a deployment's choices); gthread = the shipped defaults "
-            "(4 threads, no recycling), 1 thread = GUNICORN_THREADS=1 (the baseline then runs "
-            "Gunicorn's sync workers); settings "
+            "(4 threads, no recycling), 1 thread = GUNICORN_THREADS=1 (the generated worker "
+            "answers each request in its loop thread and closes the connection; the baseline "
+            "runs Gunicorn's sync workers); settings "
             f"{'; '.join(f'{k}: {v}' for k, v in info['gunicorn_settings'].items())}",
             f"- start-up: {plan['startup_repetitions']} alternated pairs after one unmeasured "
             "start each; "
@@ -364,7 +365,8 @@ def markdown(results: dict[str, Any]) -> str:
             "- runs of threaded workers start over (up to 30 times, 0.3 s each) until each "
             "worker holds at least 3/4 of an even share of wrk's keep-alive connections (12 of "
             "32): Gunicorn often gives most or all to one worker, and throughput then follows "
-            "the split; sync workers close every connection",
+            "the split; sync workers and the generated worker with one thread close every "
+            "connection",
             "",
             "Baseline for /health and start-up: a bare Flask app (A); for GET and POST: "
             "hand-written Flask endpoints on the same table and backend (B). Generated and "

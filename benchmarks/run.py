@@ -199,8 +199,12 @@ class Bench:
         script, url, args = self.load(server, scenario)
         options = {"connections": plan.connections, "threads": plan.wrk_threads}
         meter = CpuMeter(server.process.pid)
-        # Threaded workers keep connections open (and get them unevenly); sync workers close them
-        spread = None if self.worker_class[keys["config"], side] == "sync" else server
+        # Threaded workers keep connections open (and get them unevenly); Gunicorn's sync
+        # workers and the generated worker with one thread close each one after its response.
+        closes_each = self.worker_class[keys["config"], side] == "sync" or (
+            side == "generated" and CONFIGS[keys["config"]].env.get("GUNICORN_THREADS") == "1"
+        )
+        spread = None if closes_each else server
         result = wrk(
             url, script, plan.duration_s, *args, meter=meter, spread_over=spread, **options
         )

@@ -50,6 +50,8 @@ bind = _server.bind
 workers = _server.workers
 
 # Request threads per worker (GUNICORN_THREADS, default 4), beside two threads for probes.
+# With 1 (for code that is not thread-safe) each worker answers one request at a time in its
+# loop thread and closes the connection after it, as Gunicorn's sync worker does.
 threads = _server.threads
 
 # Gunicorn's threaded worker, whose threads never wait for a client to send (app/worker.py): a

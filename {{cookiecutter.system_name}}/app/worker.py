@@ -12,6 +12,14 @@ Liveness and readiness probes never wait behind stuck requests: when every reque
 busy and none has finished a request for a moment (waiting on a stalled database, say), the
 event loop reads new requests itself and gives probes to threads of their own.
 
+With one thread (GUNICORN_THREADS=1: one request at a time per worker, for code that is not
+thread-safe) the loop answers each request itself, as Gunicorn's sync worker does, with no
+hand-over between threads, and closes the connection after the response: requests then queue
+in the kernel, shared by every worker, instead of behind one worker's busy thread (keep-alive
+would pin each client to one worker). A standby thread takes the loop over while a request
+runs longer than STALLED_AFTER_S, so probes are still answered; other requests read in full
+meanwhile wait for the loop thread.
+
 TLS connections (Gunicorn's certfile) are read as Gunicorn reads them, in the thread.
 """
 
@@ -24,11 +32,14 @@ import re
 import selectors
 import socket
 import struct
+import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
+from gunicorn import util
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -42,6 +53,11 @@ from .settings import load_settings
 PROBE_THREADS = 2
 # Request threads are stalled when all are busy and none has finished a request for this long.
 STALLED_AFTER_S = 0.2
+# How often the standby thread of a one-thread worker looks whether the request has stalled.
+STANDBY_TICK_S = 0.1
+# The longest a one-thread worker waits on a client that sent more than its request, when
+# closing its connection.
+GRACEFUL_CLOSE_S = 0.2
 _RECEIVE_SIZE = 65536
 _HEAD_END = b"\r\n\r\n"
 _FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding):", re.I)
@@ -90,13 +106,34 @@ class RequestBufferingWorker(ThreadWorker):
             f"{method} {path} ".encode() for method in ("GET", "HEAD") for path in PROBE_PATHS
         )
         self.timeout_response = _request_timeout_response(self.read_timeout)
+        self.single_thread = self.cfg.threads == 1 and not self.cfg.is_ssl
 
     def init_process(self) -> None:
         self.probe_pool = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe")
         self.reading: deque[BufferedConnection] = deque()  # in deadline order
         self.busy = 0  # requests given to the request threads and not yet finished
         self.last_finished = time.monotonic()  # when a request thread last finished one
+        # One thread: whichever thread runs the loop holds loop_lock; the request the loop
+        # thread is answering started at request_started; takeovers counts the standby's turns.
+        self.loop_lock = threading.Lock()
+        self.request_started: float | None = None
+        self.takeovers = 0
+        self.standby_has_loop = False
+        self.waiting: deque[BufferedConnection] = deque()  # read in full by the standby
+        if self.single_thread:
+            self.defer_accept()
+            threading.Thread(target=self.standby, name="standby", daemon=True).start()
         super().init_process()
+
+    def defer_accept(self) -> None:
+        """Let the kernel hand over a TCP connection once its first bytes have arrived: the
+        loop then reads the request at once instead of waiting for it."""
+        for listener in self.sockets:
+            if listener.FAMILY in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+                except OSError:
+                    pass  # not on this platform: the loop reads the request as it comes
 
     def accept(self, listener: socket.socket) -> None:
         try:
@@ -128,7 +165,9 @@ class RequestBufferingWorker(ThreadWorker):
             conn.sock.setblocking(False)
         now = time.monotonic()
         conn.timeout = now + self.read_timeout  # the read deadline
-        if self.busy >= self.cfg.threads and now - self.last_finished > STALLED_AFTER_S:
+        if self.single_thread or (
+            self.busy >= self.cfg.threads and now - self.last_finished > STALLED_AFTER_S
+        ):
             self.read_here(conn, self.receive(conn))
         else:
             conn.received_at = now
@@ -164,6 +203,13 @@ class RequestBufferingWorker(ThreadWorker):
             self.submit(conn, self.tpool)
 
     def submit(self, conn: BufferedConnection, pool: ThreadPoolExecutor) -> None:
+        if pool is self.tpool and self.single_thread:
+            if self.standby_has_loop or self.waiting:
+                # For the loop thread once its request is answered, after those read before.
+                self.waiting.append(conn)
+            else:
+                self.answer_here(conn)
+            return
         if pool is self.tpool:
             self.busy += 1
             conn.on_request_thread = True
@@ -171,6 +217,75 @@ class RequestBufferingWorker(ThreadWorker):
         future.add_done_callback(
             lambda done: self.method_queue.defer(self.finish_request, conn, done)
         )
+
+    def answer_here(self, conn: BufferedConnection) -> None:
+        """One thread: answer the request in this loop thread. The loop is the standby's to
+        take while the request runs."""
+        self.busy += 1
+        conn.on_request_thread = True
+        future: Future = Future()
+        self.request_started = time.monotonic()
+        self.loop_lock.release()
+        try:
+            future.set_result(self.handle(conn))
+        except Exception as exc:  # handle() answers errors itself; this is Gunicorn's own
+            future.set_exception(exc)
+        finally:
+            self.request_started = None
+            if self.standby_has_loop:
+                self.method_queue.defer(_nothing)  # wake the standby's select: its turn is over
+            self.loop_lock.acquire()
+        self.finish_request(conn, future)
+
+    def standby(self) -> None:
+        """One thread: take the loop over while the loop thread's request runs longer than
+        STALLED_AFTER_S (a stalled database, say), reading requests and answering probes,
+        until that request is answered."""
+        while self.alive:
+            started = self.request_started
+            if started is None or time.monotonic() - started < STALLED_AFTER_S:
+                time.sleep(STANDBY_TICK_S)
+                continue
+            if not self.loop_lock.acquire(timeout=STANDBY_TICK_S):
+                continue
+            try:
+                if self.request_started != started:
+                    continue  # answered meanwhile
+                self.standby_has_loop = True
+                self.takeovers += 1
+                while self.alive and self.request_started == started:
+                    super().wait_for_and_dispatch_events(STANDBY_TICK_S)
+                    self.murder_keepalived()
+                    self.murder_pending()
+            finally:
+                self.standby_has_loop = False
+                self.loop_lock.release()
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if not self.single_thread:
+            super().wait_for_and_dispatch_events(timeout)
+            return
+        if self.waiting:  # requests the standby read in full, oldest first
+            self.answer_here(self.waiting.popleft())
+            timeout = 0
+        try:
+            events = self.poller.select(timeout)
+        except InterruptedError:
+            return
+        takeovers = self.takeovers
+        for key, _mask in events:
+            if self.takeovers != takeovers:
+                # The standby ran the loop while a request was answered: the rest of these
+                # events may be handled already (the poller reports what is still pending).
+                break
+            key.data(key.fileobj)
+
+    def run(self) -> None:
+        self.loop_lock.acquire()  # the loop is this thread's, but while it answers a request
+        try:
+            super().run()
+        finally:
+            self.probe_pool.shutdown(wait=False)
 
     def handle(self, conn: TConn):
         """In a thread: read what has arrived without waiting; an incomplete request goes
@@ -187,9 +302,10 @@ class RequestBufferingWorker(ThreadWorker):
         return super().handle(conn)
 
     def handle_request(self, req, conn: TConn):
-        if lifecycle.draining():
-            # Each response closes its connection: keep-alive clients reconnect, through the
-            # balancer, to an instance that is not going away.
+        if self.single_thread or lifecycle.draining():
+            # Each response closes its connection. Draining: keep-alive clients reconnect,
+            # through the balancer, to an instance that is not going away. One thread: the next
+            # request queues in the kernel for whichever worker is free first.
             self.max_keepalived = 0
         return super().handle_request(req, conn)
 
@@ -206,7 +322,16 @@ class RequestBufferingWorker(ThreadWorker):
                 else:
                     self.drop(conn)
                 return
+            if self.single_thread and not self.keeps(fs):
+                self.nr_conns -= 1
+                _close_at_once(conn.sock)
+                return
         super().finish_request(conn, fs)
+
+    @staticmethod
+    def keeps(fs) -> bool:
+        """Whether the request left its connection open (a pipelined or deferred one)."""
+        return not fs.cancelled() and fs.exception() is None and fs.result() is not False
 
     def receive(self, conn: BufferedConnection) -> object:
         """Read what the client has sent so far: _COMPLETE, _INCOMPLETE or _CLOSED."""
@@ -297,12 +422,6 @@ class RequestBufferingWorker(ThreadWorker):
                 )
             self.drop(conn)
 
-    def run(self) -> None:
-        try:
-            super().run()
-        finally:
-            self.probe_pool.shutdown(wait=False)
-
     def handle_error(self, req, client, addr, exc) -> None:
         """Gunicorn answers a request it cannot take (a request line or headers above its
         limits, a malformed request) itself, in HTML: here the same status, as problem+json
@@ -344,6 +463,26 @@ def http_problem(status: int, title: str, detail: str) -> bytes:
         f"Content-Type: application/problem+json\r\nContent-Length: {len(encoded)}\r\n\r\n"
     )
     return head.encode("latin-1") + encoded
+
+
+def _close_at_once(sock: socket.socket) -> None:
+    """Close after a response without waiting for the client to close first: the loop thread
+    of a one-thread worker must not wait on a client. When the client has sent nothing more
+    (what clients do after "Connection: close"), closing cannot reset the response it has yet
+    to read; otherwise Gunicorn's graceful close reads what it sent, for a moment at most."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        pending = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # nothing more sent (BlockingIOError), or gone already
+        pending = b""
+    if pending:
+        util.close_graceful(sock, timeout=GRACEFUL_CLOSE_S)
+    else:
+        util.close(sock)
+
+
+def _nothing() -> None:
+    """A callback that only wakes the loop."""
 
 
 def _chunks_complete(body: bytes, limit: int) -> bool:
