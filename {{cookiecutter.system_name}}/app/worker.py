@@ -196,8 +196,10 @@ class RequestBufferingWorker(ThreadWorker):
             return
         conn.read_in_full = True
         conn.received_at = time.monotonic()
-        all_busy = self.busy >= self.cfg.threads
-        if all_busy and conn.received.startswith(self.probe_targets):
+        # A probe never queues: while the request threads are busy, or (one thread) while
+        # requests wait for the loop thread, one of the probe threads answers it.
+        queued = self.busy >= self.cfg.threads or self.waiting
+        if queued and conn.received.startswith(self.probe_targets):
             self.submit(conn, self.probe_pool)
         else:
             self.submit(conn, self.tpool)
