@@ -17,6 +17,10 @@ GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 # What /ready says while a worker applies pending schema migrations at start-up.
 MIGRATIONS_RUNNING = b"MIGRATE_ON_START: being applied"
 START_TIMEOUT_S = 30
+# What the master logs when its first SIGTERM starts the drain (app/lifecycle.py), and how long
+# stop() looks for it before leaving the drain to run its course.
+DRAINING_LOG = "draining for"
+DRAIN_START_WAIT_S = 2.0
 
 
 def free_port() -> int:
@@ -166,10 +170,21 @@ class GunicornServer:
             os.kill(self.process.pid, signal.SIGTERM)
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, then SIGKILL if it has not exited in time; returns the exit status."""
+        """SIGTERM, and once the master has begun draining a second SIGTERM, which skips the
+        rest of the drain (DRAIN_SECONDS) for Gunicorn's graceful stop, as an operator's second
+        SIGTERM does: with no balancer in front there is nothing to drain for. Then SIGKILL if
+        it has not exited in time; returns the exit status. terminate() is the SIGTERM a
+        platform sends, drain included."""
         if self.process is None:
             return 0
+        drains_before = self.stderr().count(DRAINING_LOG) if self.stderr_path.exists() else 0
         self.terminate()
+        deadline = time.monotonic() + DRAIN_START_WAIT_S
+        while self.process.poll() is None and time.monotonic() < deadline:
+            if self.stderr().count(DRAINING_LOG) > drains_before:
+                self.terminate()
+                break
+            time.sleep(0.02)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
