@@ -9,8 +9,8 @@ sent its whole request (line, headers, body) within GUNICORN_REQUEST_READ_TIMEOU
 gets 408 and is disconnected: a thread never waits for a client to send.
 
 Liveness and readiness probes never wait behind stuck requests: when every request thread is
-busy and none has finished a request for a moment (waiting on a stalled database, say), the
-event loop reads new requests itself and gives probes to threads of their own.
+busy (waiting on a stalled database, say), the event loop reads new requests itself and gives
+probes to threads of their own.
 
 With one thread (GUNICORN_THREADS=1: one request at a time per worker, for code that is not
 thread-safe) the loop answers each request itself, as Gunicorn's sync worker does, with no
@@ -51,7 +51,7 @@ from .settings import load_settings
 
 # Threads that answer probes while the request threads are stalled.
 PROBE_THREADS = 2
-# Request threads are stalled when all are busy and none has finished a request for this long.
+# A one-thread worker's request has stalled when it has run this long.
 STALLED_AFTER_S = 0.2
 # How often the standby thread of a one-thread worker looks whether the request has stalled.
 STANDBY_TICK_S = 0.1
@@ -112,7 +112,6 @@ class RequestBufferingWorker(ThreadWorker):
         self.probe_pool = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe")
         self.reading: deque[BufferedConnection] = deque()  # in deadline order
         self.busy = 0  # requests given to the request threads and not yet finished
-        self.last_finished = time.monotonic()  # when a request thread last finished one
         # One thread: whichever thread runs the loop holds loop_lock; the request the loop
         # thread is answering started at request_started; takeovers counts the standby's turns.
         self.loop_lock = threading.Lock()
@@ -165,9 +164,9 @@ class RequestBufferingWorker(ThreadWorker):
             conn.sock.setblocking(False)
         now = time.monotonic()
         conn.timeout = now + self.read_timeout  # the read deadline
-        if self.single_thread or (
-            self.busy >= self.cfg.threads and now - self.last_finished > STALLED_AFTER_S
-        ):
+        # Every request thread busy: the loop reads the request, so that a probe never waits
+        # in the queue behind requests that may be stuck (finish_reading()).
+        if self.single_thread or self.busy >= self.cfg.threads:
             self.read_here(conn, self.receive(conn))
         else:
             conn.received_at = now
@@ -316,7 +315,6 @@ class RequestBufferingWorker(ThreadWorker):
             if conn.on_request_thread:
                 conn.on_request_thread = False
                 self.busy -= 1
-                self.last_finished = time.monotonic()
             if conn.read_more:
                 conn.read_more = False
                 if self.alive:
