@@ -19,7 +19,7 @@ MIGRATIONS_RUNNING = b"MIGRATE_ON_START: being applied"
 START_TIMEOUT_S = 30
 # What the master logs when its first SIGTERM starts the drain (app/lifecycle.py), and how long
 # stop() looks for it before leaving the drain to run its course.
-DRAINING_LOG = "draining for"
+DRAINING_LOG = b"draining for"
 DRAIN_START_WAIT_S = 2.0
 
 
@@ -177,14 +177,18 @@ class GunicornServer:
         platform sends, drain included."""
         if self.process is None:
             return 0
-        drains_before = self.stderr().count(DRAINING_LOG) if self.stderr_path.exists() else 0
+        logged_before = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         self.terminate()
         deadline = time.monotonic() + DRAIN_START_WAIT_S
-        while self.process.poll() is None and time.monotonic() < deadline:
-            if self.stderr().count(DRAINING_LOG) > drains_before:
-                self.terminate()
-                break
-            time.sleep(0.02)
+        with self.stderr_path.open("rb") as log:  # only what the master logs from now on
+            log.seek(logged_before)
+            logged = b""
+            while self.process.poll() is None and time.monotonic() < deadline:
+                logged += log.read()
+                if DRAINING_LOG in logged:
+                    self.terminate()
+                    break
+                time.sleep(0.02)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:

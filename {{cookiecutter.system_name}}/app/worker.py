@@ -120,6 +120,9 @@ class RequestBufferingWorker(ThreadWorker):
         self.standby_has_loop = False
         self.waiting: deque[BufferedConnection] = deque()  # read in full by the standby
         if self.single_thread:
+            # Each response closes its connection: the next request queues in the kernel for
+            # whichever worker is free first.
+            self.max_keepalived = 0
             self.defer_accept()
             threading.Thread(target=self.standby, name="standby", daemon=True).start()
         super().init_process()
@@ -303,10 +306,9 @@ class RequestBufferingWorker(ThreadWorker):
         return super().handle(conn)
 
     def handle_request(self, req, conn: TConn):
-        if self.single_thread or lifecycle.draining():
-            # Each response closes its connection. Draining: keep-alive clients reconnect,
-            # through the balancer, to an instance that is not going away. One thread: the next
-            # request queues in the kernel for whichever worker is free first.
+        if lifecycle.draining():
+            # Each response closes its connection: keep-alive clients reconnect, through the
+            # balancer, to an instance that is not going away.
             self.max_keepalived = 0
         return super().handle_request(req, conn)
 
