@@ -89,6 +89,9 @@ def test_the_service_runs_behind_pgbouncer_in_transaction_mode(
     shop, tmp_path, pgbouncer, postgres_database
 ):
     project, _ = shop
+    # What a PgBouncer deployment sets: the pooler mode (no startup options), and the
+    # statement timeout the fixture gave the role, which the service checks per connection.
+    # The defaults (no pooler) are tested everywhere else on PostgreSQL.
     env = {
         "DATABASE_URL": pgbouncer,
         "DB_TRANSACTION_POOLER": "true",
