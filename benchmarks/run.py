@@ -99,7 +99,7 @@ class Plan:
     warmup_s: float
     startup_repetitions: int
     bake_repetitions: int
-    bake_sizes: tuple[int, ...] = (1, 10, 100, 500)
+    bake_sizes: tuple[int, ...] = (1, 10, 100, 500, 1000)
     seed_rows: int = 1000
     connections: int = 32
     wrk_threads: int = 2
@@ -111,7 +111,7 @@ class Plan:
 # per request moves with it, so it is the machine, not idle time), and consecutive runs are
 # no more alike than distant ones. Each pair of back-to-back runs gives one ratio; the median
 # of 30 such ratios is about four times steadier than the ratio of two medians of 7 runs.
-FULL = Plan(pairs=30, duration_s=1, warmup_s=1, startup_repetitions=15, bake_repetitions=3)
+FULL = Plan(pairs=30, duration_s=1, warmup_s=1, startup_repetitions=15, bake_repetitions=5)
 QUICK = Plan(
     pairs=3, duration_s=1, warmup_s=1, startup_repetitions=1, bake_repetitions=1, peer_pairs=2
 )

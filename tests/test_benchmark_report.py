@@ -162,3 +162,27 @@ def test_a_configuration_not_shipped_is_reported_but_not_judged():
     shown = {row["measure"]: row for row in results["rows"]}["sync GET /health rps"]
     assert shipped["met"] is False and shipped["ratio"] == 0.5
     assert shown["met"] is None and shown["target"] == "-" and shown["ratio"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("seconds_of", "linear"),
+    [
+        (lambda n: 0.9 + 0.003 * n, True),  # a start-up cost, then 3 ms per component
+        (lambda n: 0.9 + 0.001 * n + 0.000004 * n * n, False),  # quadratic: 3.4 -> 7 ms
+    ],
+)
+def test_bake_growth_is_judged_on_the_two_long_spans(seconds_of, linear: bool) -> None:
+    bake = [
+        {"components": size, "rep": rep, "seconds": seconds_of(size) + 0.01 * rep}
+        for rep in range(3)
+        for size in (1, 10, 100, 500, 1000)
+    ]
+    results = report.summarise({}, [], startup=[], bake=bake)
+    (row,) = [row for row in results["rows"] if row["measure"].startswith("cookiecutter growth")]
+    assert row["met"] is linear
+    early, late = (
+        results["bake_linearity"][key]
+        for key in ("s_per_component_100_500", "s_per_component_500_1000")
+    )
+    assert early == pytest.approx((seconds_of(500) - seconds_of(100)) / 400)
+    assert late == pytest.approx((seconds_of(1000) - seconds_of(500)) / 500)
