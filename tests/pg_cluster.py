@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -25,6 +26,15 @@ def _as_postgres(
         command = ["runuser", "-u", "postgres", "--", *command]
     command = [*(prefix or []), *command]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def _signal(pid: int, signal_number: int) -> bool:
+    """Send a signal; False when the process no longer exists."""
+    try:
+        os.kill(pid, signal_number)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class ThrowawayCluster:
@@ -85,10 +95,23 @@ class ThrowawayCluster:
     def stop(self, mode: str = "fast") -> None:
         _as_postgres([str(BIN_DIR / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
 
-    def processes(self) -> list[int]:
-        """The postmaster and its children (backends, checkpointer, ...)."""
+    def freeze(self) -> list[int]:
+        """SIGSTOP the postmaster, then its children (backends, checkpointer, ...): stopped
+        first, it forks no child that the list would miss. Returns the PIDs stopped, for
+        thaw(). A child that exits meanwhile has nothing to stop."""
         postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
-        return [postmaster, *child_pids(postmaster)]
+        os.kill(postmaster, signal.SIGSTOP)
+        return [
+            postmaster,
+            *(pid for pid in child_pids(postmaster) if _signal(pid, signal.SIGSTOP)),
+        ]
+
+    @staticmethod
+    def thaw(pids: list[int]) -> None:
+        """SIGCONT to every process freeze() stopped. One already gone is skipped: a child
+        that was exiting when frozen is reaped as soon as the postmaster runs again."""
+        for pid in pids:
+            _signal(pid, signal.SIGCONT)
 
     def log(self) -> str:
         path = self.root / "log"

@@ -456,16 +456,6 @@ def settle_writes(url: str, database_url: str, answers: list[Answer]) -> dict:
     }
 
 
-def freeze(pids: list[int]) -> None:
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-
-
-def thaw(pids: list[int]) -> None:
-    for pid in pids:
-        os.kill(pid, signal.SIGCONT)
-
-
 def check_bounded(traffic: Traffic, fault_start: float, fault_end: float) -> dict:
     """What must hold while the database does not answer, and the figures measured."""
     requests = traffic.of("write", "read")
@@ -581,8 +571,7 @@ def test_frozen_database_bounds_every_request(order_service, tmp_path, cluster, 
     frozen: list[int] = []  # the backends serving the service too, so read when it starts
 
     def start() -> None:
-        frozen.extend(cluster.processes())
-        freeze(frozen)
+        frozen.extend(cluster.freeze())
 
     figures = database_stops_answering(
         order_service,
@@ -590,7 +579,7 @@ def test_frozen_database_bounds_every_request(order_service, tmp_path, cluster, 
         cluster.url,
         "PostgreSQL frozen (SIGSTOP of every process)",
         start=start,
-        end=lambda: thaw(frozen),
+        end=lambda: cluster.thaw(frozen),
         settings=settings,
     )
     measure(**figures)
@@ -848,12 +837,11 @@ def test_write_cut_by_a_frozen_database_is_retried_once(order_service, tmp_path,
         url = server.url
         assert http("POST", f"{url}/orders", {"customer": "warm-up"}).status == 201
         body, key = {"customer": "sent once"}, {"Idempotency-Key": uuid.uuid4().hex}
-        processes = cluster.processes()
-        freeze(processes)
+        processes = cluster.freeze()
         try:
             cut = ask("write", "POST", f"{url}/orders", body, key)
         finally:
-            thaw(processes)
+            cluster.thaw(processes)
         assert cut.status == 504 and cut.content_type == PROBLEM_JSON, cut
         assert "may have been applied" in cut.body["detail"]
         assert REQUEST_TIMEOUT_S - 0.5 < cut.seconds < REQUEST_TIMEOUT_S + 1.5
