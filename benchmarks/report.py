@@ -25,10 +25,8 @@ P99_TARGET = 1.20  # generated p99 <= target x baseline
 STARTUP_TARGET = 1.5  # generated start-up <= target x baseline
 BAKE_SIZE = 100
 BAKE_TARGET_S = 2.0
-# Seconds per component from 500 to 1000 <= target x from 100 to 500: quadratic growth shows
-# there. Spans of 400 and 500 components add seconds; from 10 to 100 they added about 0.1 s,
-# which the noise of one Python start (0.85-2.49 ms per component in four runs of one
-# template) outweighed.
+# Seconds per component from 500 to 1000 <= target x from 100 to 500 (why these spans:
+# benchmarks/README.md).
 LINEAR_TARGET = 1.5
 # A run was disturbed when other processes used more than this many CPUs meanwhile. Pairs
 # with a disturbed run are left out of a comparison when at least half of its pairs are clean.

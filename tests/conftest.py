@@ -20,6 +20,17 @@ SEED_BLUEPRINT = EXAMPLES_DIR / "legacy" / "phase8_test_system_blueprint.yaml"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 COOKIECUTTER = str(Path(sys.executable).with_name("cookiecutter"))  # the command users run
 
+# The worker models a test of the running service covers: the shipped defaults (4 request
+# threads per worker), and one thread (GUNICORN_THREADS=1, for code that is not thread-safe),
+# where the loop thread answers each request itself and a standby thread takes the loop over
+# while a request is stalled.
+ONE_THREAD = {"GUNICORN_THREADS": "1"}
+ONE_THREAD_BECAUSE = "GUNICORN_THREADS=1 is a supported setting with its own worker model"
+WORKER_MODELS = [
+    pytest.param({}, id="shipped-defaults"),
+    pytest.param(ONE_THREAD, id="one-thread"),
+]
+
 
 def bake(output_dir: Path, **extra_context) -> Path:
     """Generate a project from the template without prompts; return its directory."""

@@ -46,6 +46,7 @@ class ThrowawayCluster:
             raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql")
         self.root = Path(tempfile.mkdtemp(prefix="pg-throwaway-"))
         self.data = self.root / "data"
+        self.frozen: list[int] = []  # the processes freeze() stopped, for thaw()
         self.port = free_port()
         self.host = host
         self.netns = netns
@@ -95,23 +96,21 @@ class ThrowawayCluster:
     def stop(self, mode: str = "fast") -> None:
         _as_postgres([str(BIN_DIR / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
 
-    def freeze(self) -> list[int]:
+    def freeze(self) -> None:
         """SIGSTOP the postmaster, then its children (backends, checkpointer, ...): stopped
-        first, it forks no child that the list would miss. Returns the PIDs stopped, for
-        thaw(). A child that exits meanwhile has nothing to stop."""
+        first, it forks no child that the list would miss. A child that exits meanwhile has
+        nothing to stop."""
         postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
         os.kill(postmaster, signal.SIGSTOP)
-        return [
-            postmaster,
-            *(pid for pid in child_pids(postmaster) if _signal(pid, signal.SIGSTOP)),
-        ]
+        children = [pid for pid in child_pids(postmaster) if _signal(pid, signal.SIGSTOP)]
+        self.frozen = [postmaster, *children]
 
-    @staticmethod
-    def thaw(pids: list[int]) -> None:
+    def thaw(self) -> None:
         """SIGCONT to every process freeze() stopped. One already gone is skipped: a child
         that was exiting when frozen is reaped as soon as the postmaster runs again."""
-        for pid in pids:
+        for pid in self.frozen:
             _signal(pid, signal.SIGCONT)
+        self.frozen = []
 
     def log(self) -> str:
         path = self.root / "log"

@@ -22,7 +22,7 @@ import network
 import psycopg2
 import pytest
 import yaml
-from conftest import EXAMPLES_DIR, bake, cannot_run_here
+from conftest import EXAMPLES_DIR, ONE_THREAD_BECAUSE, WORKER_MODELS, bake, cannot_run_here
 from pg_cluster import ThrowawayCluster
 
 from service_validator.server import GunicornServer, HttpResult, child_pids, http, rss_kib
@@ -505,16 +505,6 @@ def recovery_seconds(url: str, since: float) -> float:
     return time.monotonic() - since
 
 
-# The worker models a test runs: the shipped defaults (4 request threads per worker), and one
-# thread (GUNICORN_THREADS=1, for code that is not thread-safe), where the loop thread answers
-# each request itself and a standby thread takes the loop over while a request is stalled.
-WORKER_MODELS = [
-    pytest.param({}, id="shipped-defaults"),
-    pytest.param({"GUNICORN_THREADS": "1"}, id="one-thread"),
-]
-ONE_THREAD_BECAUSE = "GUNICORN_THREADS=1 is a supported setting with its own worker model"
-
-
 def database_stops_answering(
     order_service: Path,
     tmp_path: Path,
@@ -568,18 +558,13 @@ def database_stops_answering(
 def test_frozen_database_bounds_every_request(order_service, tmp_path, cluster, measure, settings):
     """SIGSTOP of every PostgreSQL process (a stalled volume or host): the kernel still
     accepts connections and data, nothing answers."""
-    frozen: list[int] = []  # the backends serving the service too, so read when it starts
-
-    def start() -> None:
-        frozen.extend(cluster.freeze())
-
     figures = database_stops_answering(
         order_service,
         tmp_path,
         cluster.url,
         "PostgreSQL frozen (SIGSTOP of every process)",
-        start=start,
-        end=lambda: cluster.thaw(frozen),
+        start=cluster.freeze,  # the backends serving the service too: listed as it freezes
+        end=cluster.thaw,
         settings=settings,
     )
     measure(**figures)
@@ -837,11 +822,11 @@ def test_write_cut_by_a_frozen_database_is_retried_once(order_service, tmp_path,
         url = server.url
         assert http("POST", f"{url}/orders", {"customer": "warm-up"}).status == 201
         body, key = {"customer": "sent once"}, {"Idempotency-Key": uuid.uuid4().hex}
-        processes = cluster.freeze()
+        cluster.freeze()
         try:
             cut = ask("write", "POST", f"{url}/orders", body, key)
         finally:
-            cluster.thaw(processes)
+            cluster.thaw()
         assert cut.status == 504 and cut.content_type == PROBLEM_JSON, cut
         assert "may have been applied" in cut.body["detail"]
         assert REQUEST_TIMEOUT_S - 0.5 < cut.seconds < REQUEST_TIMEOUT_S + 1.5

@@ -11,7 +11,15 @@ import sys
 import time
 
 import pytest
-from conftest import EXAMPLES_DIR, SEED_BLUEPRINT, bake, run_python
+from conftest import (
+    EXAMPLES_DIR,
+    ONE_THREAD,
+    ONE_THREAD_BECAUSE,
+    SEED_BLUEPRINT,
+    WORKER_MODELS,
+    bake,
+    run_python,
+)
 
 from service_validator import dockerfile
 from service_validator.dynamic_checks import metric_total, metrics_count, settled_metric_total
@@ -110,8 +118,7 @@ def test_service_on_sqlite(order_service, tmp_path):
 def test_service_with_one_thread_per_worker(order_service, tmp_path):
     """GUNICORN_THREADS=1 has a worker model of its own (the loop thread answers each
     request and closes its connection): the whole exercise, and every response says close."""
-    because = "GUNICORN_THREADS=1 is a supported setting with its own worker model"
-    with GunicornServer(order_service, tmp_path, ONE_THREAD, because=because) as server:
+    with GunicornServer(order_service, tmp_path, ONE_THREAD, because=ONE_THREAD_BECAUSE) as server:
         answer = exchange(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert statuses(answer) == ["200"]
         assert b"\r\nConnection: close\r\n" in answer
@@ -387,17 +394,14 @@ def statuses(received: bytes) -> list[str]:
     return [code.decode() for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", received)]
 
 
-ONE_THREAD = {"GUNICORN_THREADS": "1"}
-
-
-@pytest.mark.parametrize("settings", [{}, ONE_THREAD], ids=["shipped-defaults", "one-thread"])
+@pytest.mark.parametrize("settings", WORKER_MODELS)
 def test_requests_are_read_in_full_before_a_thread_takes_them(order_service, tmp_path, settings):
     """The worker reads each request in its event loop; what it does with framing must match
     what Gunicorn's parser then reads: pipelining, chunked bodies, bodies in pieces,
     Expect: 100-continue, a body above the limit, conflicting lengths."""
     json_head = b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-    because = "GUNICORN_THREADS=1 is a supported setting with its own worker model"
-    with GunicornServer(order_service, tmp_path, settings, because=settings and because) as server:
+    because = ONE_THREAD_BECAUSE if settings else None
+    with GunicornServer(order_service, tmp_path, settings, because=because) as server:
         port = server.port
         pipelined = exchange(
             port,
